@@ -1,0 +1,371 @@
+"""The Python client of kvgrpc, and its command line.
+
+API::
+
+    from kvgrpc import KeyValueClient, NotFound
+
+    with KeyValueClient("localhost:1313") as kv:
+        kv.put("greeting", b"hello")
+        kv.get("greeting")                  # b'hello'
+        kv.stream_put(("k%d" % i, b"v") for i in range(100_000))   # -> 100000
+
+Command line (``python -m kvgrpc.client --help``)::
+
+    python -m kvgrpc.client [--target HOST:PORT] put KEY VALUE | get KEY | delete KEY
+    python -m kvgrpc.client stream FILE.csv [--no-header] [--skip-bad]
+
+The client takes and returns plain Python values and raises the exceptions of
+:mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, error_class
+from kvgrpc.records import Record, check_key
+
+__all__ = ["KeyValueClient", "Record", "DEFAULT_TARGET"]
+
+DEFAULT_TARGET = "localhost:1313"
+
+Value = bytes | str
+
+
+def _as_bytes(value: Value) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _error_from(exc: grpc.RpcError) -> KvError:
+    """Turns a failed call into the project's exception, keeping the committed count."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or code.name.lower()
+    committed = None
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == COMMITTED_METADATA_KEY:
+            committed = int(value)
+    return error_class(code.name)(details, committed=committed)
+
+
+class KeyValueClient:
+    """A client of one kvgrpc server (``target`` is ``host:port``).
+
+    Thread-safe: one instance (one HTTP/2 channel) can be shared by many threads. Use it
+    as a context manager, or call :meth:`close`. Unary calls have a deadline of
+    ``timeout`` seconds; ``stream_put`` has none (a large load may take long).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        batch_records: int = 500,
+        batch_bytes: int = 1 << 20,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", -1)]
+        )
+        self._stub = kv_pb2_grpc.KeyValueStub(self._channel)
+
+    def __enter__(self) -> KeyValueClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise _error_from(exc) from None
+
+    def put(self, key: str, value: Value) -> int:
+        """Stores ``value`` under ``key`` (str values are UTF-8 encoded); returns the new version."""
+        reply = self._call(self._stub.Put, kv_pb2.PutRequest(key=key, value=_as_bytes(value)))
+        return reply.version
+
+    def get(self, key: str) -> bytes:
+        """Returns the value under ``key``; raises :class:`~kvgrpc.errors.NotFound` if none."""
+        return self.get_record(key).value
+
+    def get_record(self, key: str) -> Record:
+        """Returns the record (key, value, version) under ``key``; raises NotFound if none."""
+        reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=key))
+        return Record(reply.record.key, reply.record.value, reply.record.version)
+
+    def delete(self, key: str) -> bool:
+        """Removes ``key``; returns whether it existed."""
+        return self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key)).deleted
+
+    def batch_get(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Returns ``{key: value}`` for the keys that exist (1 to 1000 keys per call)."""
+        reply = self._call(self._stub.BatchGet, kv_pb2.BatchGetRequest(keys=list(keys)))
+        return {r.key: r.value for r in reply.records}
+
+    def stream_put(
+        self,
+        records: Iterable[tuple[str, Value]],
+        *,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> int:
+        """Streams records over one call, in order; returns how many were committed.
+
+        Records are sent in messages of up to ``batch_records`` records / ``batch_bytes``
+        bytes, read lazily from ``records`` (memory stays flat). ``on_sent(n)`` is called
+        after each message with the number of records it carried. On failure the raised
+        error's ``committed`` says how many leading records were committed.
+        """
+        try:
+            reply = self._stub.StreamPut(self._messages(records, on_sent))
+        except grpc.RpcError as exc:
+            raise _error_from(exc) from None
+        return reply.committed_count
+
+    def _messages(
+        self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None
+    ) -> Iterator[kv_pb2.StreamPutRequest]:
+        batch: list[kv_pb2.KeyValuePair] = []
+        size = 0
+        for key, value in records:
+            pair = kv_pb2.KeyValuePair(key=key, value=_as_bytes(value))
+            pair_size = len(pair.key) + len(pair.value) + 8
+            if batch and (len(batch) >= self.batch_records or size + pair_size > self.batch_bytes):
+                yield kv_pb2.StreamPutRequest(records=batch)
+                if on_sent:
+                    on_sent(len(batch))
+                batch, size = [], 0
+            batch.append(pair)
+            size += pair_size
+        if batch:
+            yield kv_pb2.StreamPutRequest(records=batch)
+            if on_sent:
+                on_sent(len(batch))
+
+
+# --------------------------------------------------------------------------------------
+# CSV reading for `stream`
+# --------------------------------------------------------------------------------------
+
+
+class BadRow(Exception):
+    """A CSV row that cannot be sent: ``line`` is its first line number in the file."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    line: int  # the row's first line in the file (1-based)
+    key: str
+    value: str
+
+
+def read_csv(path: str, *, header: bool = True) -> Iterator[CsvRow | BadRow]:
+    """Yields each data row of an RFC 4180 CSV file (UTF-8, BOM or not), or a BadRow.
+
+    Reads lazily. With ``header``, the first row must be ``key,value``. A row that is not
+    exactly two fields, has an empty or oversized key, or breaks CSV quoting rules is
+    yielded as a :class:`BadRow` naming its line; the caller decides to stop or skip.
+    A quoting error stops the file (nothing after it can be trusted).
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, strict=True)
+        line = 1
+        try:
+            if header:
+                first = next(reader, None)
+                if first is None:
+                    return
+                if [field.strip().lower() for field in first] != ["key", "value"]:
+                    raise InvalidArgument(
+                        f"{path}: line 1 is {','.join(first)[:60]!r}, not the header 'key,value'; "
+                        "pass --no-header if the file has no header row"
+                    )
+                line = reader.line_num + 1
+            for row in reader:
+                row_line, line = line, reader.line_num + 1
+                if len(row) != 2:
+                    yield BadRow(row_line, f"row has {len(row)} fields; expected 2 (key,value)")
+                    continue
+                try:
+                    check_key(row[0], "key")
+                except InvalidArgument as exc:
+                    yield BadRow(row_line, str(exc))
+                    continue
+                yield CsvRow(row_line, row[0], row[1])
+        except csv.Error as exc:
+            yield BadRow(line, f"malformed CSV ({exc})")
+        except UnicodeDecodeError as exc:
+            yield BadRow(line, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a block)")
+
+
+def _stream_file(client: KeyValueClient, args, out, err) -> int:
+    """The `stream` command: loads a CSV file over one stream; returns the exit status."""
+    stopped: list[Exception] = []  # what stopped the load early (a bad row, a bad header)
+    skipped = 0
+    with open(args.file, "rb"):  # fail on a missing or unreadable file before streaming
+        pass
+
+    # gRPC consumes this generator on its own thread, where an exception would cancel the
+    # call with an opaque status; so it never raises: it records the problem and ends the
+    # stream, and the server commits every record sent before it.
+    def records() -> Iterator[tuple[str, str]]:
+        nonlocal skipped
+        try:
+            for item in read_csv(args.file, header=args.header):
+                if isinstance(item, BadRow):
+                    if args.skip_bad and not item.reason.startswith("malformed CSV"):
+                        skipped += 1
+                        print(f"skipped {item}", file=err)
+                        continue
+                    stopped.append(item)
+                    return
+                yield item.key, item.value
+        except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
+            stopped.append(exc)
+
+    progress = _progress_bar(err)
+    started = time.monotonic()
+    try:
+        committed = client.stream_put(records(), on_sent=progress.update if progress else None)
+        failure: KvError | None = None
+    except KvError as exc:
+        committed, failure = exc.committed or 0, exc
+    finally:
+        if progress:
+            progress.close()
+    seconds = time.monotonic() - started
+    rate = committed / seconds if seconds > 0 else 0.0
+    summary = f"{committed} records committed in {seconds:.2f} s ({rate:,.0f} records/s)"
+    if skipped:
+        summary += f"; {skipped} bad rows skipped"
+    print(summary, file=out)
+    if failure is not None:
+        where = _locate_record(args, failure)
+        print(f"error: {where}{failure} ({committed} records committed before it)", file=err)
+        return 1
+    if stopped:
+        hint = "; --skip-bad skips such rows" if isinstance(stopped[0], BadRow) else ""
+        print(f"error: {stopped[0]} ({committed} records committed before it{hint})", file=err)
+        return 1
+    return 0
+
+
+def _locate_record(args, failure: KvError) -> str:
+    """For a server error naming 'record N', returns 'line L: ' by re-reading the file."""
+    if not isinstance(failure, InvalidArgument) or not failure.message.startswith("record "):
+        return ""
+    try:
+        index = int(failure.message.split()[1].rstrip(":"))
+    except (IndexError, ValueError):
+        return ""
+    sent = 0
+    for item in read_csv(args.file, header=args.header):
+        if isinstance(item, BadRow):
+            continue  # skipped (or the stop point, which lies after every sent record)
+        if sent == index:
+            return f"line {item.line}: "
+        sent += 1
+    return ""
+
+
+def _progress_bar(err):
+    """A tqdm progress bar on stderr when it is a terminal, else None."""
+    if not err.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(file=err, unit=" records", unit_scale=True, desc="sent", smoothing=0.1)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvgrpc", description="Talk to a kvgrpc server.")
+    p.add_argument("--target", default=os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET),
+                   help=f"server HOST:PORT (default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline of unary calls, seconds")
+    sub = p.add_subparsers(dest="command", required=True)
+    put = sub.add_parser("put", help="store VALUE (UTF-8 text) under KEY")
+    put.add_argument("key")
+    put.add_argument("value")
+    get = sub.add_parser("get", help="print the value under KEY")
+    get.add_argument("key")
+    delete = sub.add_parser("delete", help="remove KEY")
+    delete.add_argument("key")
+    stream = sub.add_parser("stream", help="load a CSV file of key,value records over one stream")
+    stream.add_argument("file", help="RFC 4180 CSV, UTF-8 (with or without BOM)")
+    stream.add_argument("--no-header", dest="header", action="store_false",
+                        help="the file has no 'key,value' header row")
+    stream.add_argument("--skip-bad", action="store_true",
+                        help="report and skip malformed rows instead of stopping")
+    stream.add_argument("--batch-size", type=int, default=500, help="records per message (default 500)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        with KeyValueClient(args.target, timeout=args.timeout,
+                            batch_records=getattr(args, "batch_size", 500)) as client:
+            if args.command == "put":
+                version = client.put(args.key, args.value)
+                print(f"ok (version {version})", file=out)
+            elif args.command == "get":
+                value = client.get(args.key)
+                _write_value(value, out)
+            elif args.command == "delete":
+                print("deleted" if client.delete(args.key) else "not found (nothing deleted)", file=out)
+            elif args.command == "stream":
+                return _stream_file(client, args, out, err)
+    except KvError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
+        return 1
+    return 0
+
+
+def _write_value(value: bytes, out) -> None:
+    """Prints a value: as text if it is UTF-8, else raw bytes to a binary stdout."""
+    try:
+        print(value.decode("utf-8"), file=out)
+    except UnicodeDecodeError:
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:
+            print(repr(value), file=out)
+        else:
+            out.flush()
+            buffer.write(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Records: the :class:`Record` type and the checks of keys and values.
+
+Shared by the service, the client and its CLI; imports no gRPC or database code.
+
+A key is UTF-8 text of 1 to 3072 bytes (the InnoDB primary-key limit); a value is
+0 bytes up to a configurable limit. Each check raises :class:`InvalidArgument` whose
+message names the record (``where``) and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvgrpc.errors import InvalidArgument
+
+MAX_KEY_BYTES = 3072
+DEFAULT_MAX_VALUE_BYTES = 1 << 20  # 1 MiB
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored record: its key, its value, and its version (1 on creation, +1 per Put)."""
+
+    key: str
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits the service enforces on every request."""
+
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_batch_get_keys: int = 1000
+
+
+def describe_key(key: str, width: int = 40) -> str:
+    """Returns ``key`` quoted and shortened for an error message."""
+    text = key if len(key) <= width else key[: width - 1] + "…"
+    return repr(text)
+
+
+def check_key(key: str, where: str) -> bytes:
+    """Returns ``key`` as the UTF-8 bytes that are stored; raises InvalidArgument if invalid."""
+    if not key:
+        raise InvalidArgument(f"{where}: key is empty; a key must be 1 to {MAX_KEY_BYTES} bytes")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{where}: key is not valid UTF-8 text") from None
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidArgument(
+            f"{where}: key is {len(encoded)} bytes; the limit is {MAX_KEY_BYTES} bytes"
+        )
+    return encoded
+
+
+def check_value(value: bytes, where: str, limits: Limits) -> bytes:
+    """Returns ``value``; raises InvalidArgument if it is over the value limit."""
+    if len(value) > limits.max_value_bytes:
+        raise InvalidArgument(
+            f"{where}: value is {len(value)} bytes; the limit is {limits.max_value_bytes} bytes"
+        )
+    return value

@@ -1,0 +1,294 @@
+"""The gRPC transport: ``python -m kvgrpc.server --port 1313``.
+
+Each servicer method has the same beats: convert the request, call the domain service
+(:mod:`kvgrpc.service`), build the reply. Errors are turned into a status in one place,
+:func:`_status_on_error`, through the table in :mod:`kvgrpc.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, KvError, status_name
+from kvgrpc.service import KeyValueService
+from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
+from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Limits
+
+_LOGGER = logging.getLogger(__name__)
+
+SERVICE_NAME = kv_pb2.DESCRIPTOR.services_by_name["KeyValue"].full_name
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs; built once by :func:`main` (or by a test)."""
+
+    host: str = "[::]"
+    port: int = 1313
+    sqlite_path: str = "kvgrpc.sqlite3"
+    master: MySQLEndpoint | None = None
+    replicas: Sequence[MySQLEndpoint] = field(default_factory=tuple)
+    table: str = "kv"
+    pool_size: int = 8
+    pool_timeout: float = 5.0
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_message_bytes: int = 4 << 20
+    max_workers: int = 16
+    max_concurrent_rpcs: int = 100
+    shutdown_grace: float = 30.0
+
+
+# --------------------------------------------------------------------------------------
+# Servicer
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
+    """Ends the call with the status that the table assigns to a raised error.
+
+    The only place that calls ``context.abort``. Anything unexpected is logged and
+    becomes INTERNAL with no detail, never UNKNOWN with internal text.
+    """
+    try:
+        yield
+    except grpc.RpcError:
+        raise  # the transport's own (e.g. the client cancelled a stream): nothing to add
+    except KvError as exc:
+        error = exc
+    except Exception:
+        _LOGGER.exception("unexpected error")
+        error = Internal("internal server error; see the server log")
+    else:
+        return
+    if error.committed is not None:
+        context.set_trailing_metadata(((COMMITTED_METADATA_KEY, str(error.committed)),))
+    context.abort(getattr(grpc.StatusCode, status_name(error)), error.message)
+
+
+def _record_pb(record) -> kv_pb2.Record:
+    return kv_pb2.Record(key=record.key, value=record.value, version=record.version)
+
+
+class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
+    """The ``kvgrpc.v1.KeyValue`` service over a :class:`KeyValueService`."""
+
+    def __init__(self, service: KeyValueService) -> None:
+        self._service = service
+
+    def Put(self, request: kv_pb2.PutRequest, context) -> kv_pb2.PutResponse:
+        with _status_on_error(context):
+            version = self._service.put(request.key, request.value)
+        return kv_pb2.PutResponse(version=version)
+
+    def Get(self, request: kv_pb2.GetRequest, context) -> kv_pb2.GetResponse:
+        with _status_on_error(context):
+            record = self._service.get(request.key)
+        return kv_pb2.GetResponse(record=_record_pb(record))
+
+    def Delete(self, request: kv_pb2.DeleteRequest, context) -> kv_pb2.DeleteResponse:
+        with _status_on_error(context):
+            deleted = self._service.delete(request.key)
+        return kv_pb2.DeleteResponse(deleted=deleted)
+
+    def BatchGet(self, request: kv_pb2.BatchGetRequest, context) -> kv_pb2.BatchGetResponse:
+        with _status_on_error(context):
+            records, missing = self._service.batch_get(list(request.keys))
+        return kv_pb2.BatchGetResponse(
+            records=[_record_pb(r) for r in records], missing_keys=missing
+        )
+
+    def StreamPut(self, request_iterator, context) -> kv_pb2.StreamPutResponse:
+        batches = ([(r.key, r.value) for r in message.records] for message in request_iterator)
+        with _status_on_error(context):
+            committed = self._service.stream_put(batches)
+        return kv_pb2.StreamPutResponse(committed_count=committed)
+
+
+# --------------------------------------------------------------------------------------
+# Wiring
+# --------------------------------------------------------------------------------------
+
+
+def build_service(config: ServerConfig) -> KeyValueService:
+    """Opens the stores the config names and returns the domain service over them."""
+    limits = Limits(max_value_bytes=config.max_value_bytes)
+    if config.master is None:
+        if config.replicas:
+            raise ValueError("a replica is configured but no master: set --master too")
+        return KeyValueService(SQLiteStore(config.sqlite_path, config.table), limits=limits)
+    writer: Store = MySQLStore(
+        config.master, config.table, role="master", pool_size=config.pool_size,
+        pool_timeout=config.pool_timeout, create_table=True,
+    )
+    readers = [
+        MySQLStore(endpoint, config.table, role="replica", pool_size=config.pool_size,
+                   pool_timeout=config.pool_timeout)
+        for endpoint in config.replicas
+    ]
+    return KeyValueService(writer, readers, limits=limits)
+
+
+class KeyValueServer:
+    """A running kvgrpc server: the gRPC server, its health service and its stores."""
+
+    def __init__(self, config: ServerConfig, service: KeyValueService) -> None:
+        if config.max_message_bytes < config.max_value_bytes + MAX_KEY_BYTES + 64:
+            raise ValueError(
+                f"max message size {config.max_message_bytes} bytes cannot hold a record "
+                f"with the largest value ({config.max_value_bytes} bytes)"
+            )
+        self.config = config
+        self.service = service
+        self.health = health.HealthServicer()
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+            ],
+        )
+        kv_pb2_grpc.add_KeyValueServicer_to_server(KeyValueServicer(service), self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.host}:{config.port}")
+
+    def start(self) -> None:
+        self._grpc.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuses new calls, lets in-flight ones finish for ``grace`` seconds, closes stores."""
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        self.service.close()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._grpc.wait_for_termination(timeout)
+
+
+def build_server(config: ServerConfig) -> KeyValueServer:
+    """Wires stores, service and transport; the server is bound but not started."""
+    service = build_service(config)
+    try:
+        return KeyValueServer(config, service)
+    except BaseException:
+        service.close()
+        raise
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kvgrpc-server",
+        description="Serve the kvgrpc.v1.KeyValue gRPC service. With no --master it stores "
+        "records in an embedded SQLite file.",
+        epilog="Environment: KVGRPC_MASTER_URL, KVGRPC_REPLICA_URL (comma-separated), "
+        "KVGRPC_MYSQL_PASSWORD (used when a URL has no password).",
+    )
+    p.add_argument("--host", default="[::]", help="address to listen on (default: all, [::])")
+    p.add_argument("--port", type=int, default=1313, help="port to listen on (default: 1313; 0 picks one)")
+    p.add_argument("--sqlite", metavar="PATH", default="kvgrpc.sqlite3",
+                   help="SQLite file used when no master is configured (default: ./kvgrpc.sqlite3)")
+    p.add_argument("--master", metavar="URL", help="mysql://user:password@host:port/database of the master")
+    p.add_argument("--replica", metavar="URL", action="append", default=None,
+                   help="a read replica's URL; repeat for several")
+    p.add_argument("--table", default="kv", help="table name (default: kv)")
+    p.add_argument("--pool-size", type=int, default=8, help="connections per database endpoint, 1-32 (default: 8)")
+    p.add_argument("--pool-timeout", type=float, default=5.0,
+                   help="seconds a request waits for a free connection (default: 5)")
+    p.add_argument("--max-value-bytes", type=int, default=DEFAULT_MAX_VALUE_BYTES,
+                   help="largest value accepted (default: 1 MiB)")
+    p.add_argument("--max-message-bytes", type=int, default=4 << 20,
+                   help="largest request message accepted (default: 4 MiB)")
+    p.add_argument("--max-workers", type=int, default=16, help="RPC worker threads (default: 16)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=100,
+                   help="calls in progress before new ones get RESOURCE_EXHAUSTED (default: 100)")
+    p.add_argument("--shutdown-grace", type=float, default=30.0,
+                   help="seconds in-flight calls may take to finish on SIGTERM/SIGINT (default: 30)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def config_from_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
+) -> tuple[ServerConfig, str]:
+    """Builds the config (and the log level) from the command line and the environment."""
+    args = _parser().parse_args(argv)
+    password = environ.get("KVGRPC_MYSQL_PASSWORD")
+    master_url = args.master or environ.get("KVGRPC_MASTER_URL") or None
+    replica_urls = args.replica if args.replica is not None else [
+        url.strip() for url in environ.get("KVGRPC_REPLICA_URL", "").split(",") if url.strip()
+    ]
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        sqlite_path=args.sqlite,
+        master=MySQLEndpoint.from_url(master_url, password) if master_url else None,
+        replicas=tuple(MySQLEndpoint.from_url(url, password) for url in replica_urls),
+        table=args.table,
+        pool_size=args.pool_size,
+        pool_timeout=args.pool_timeout,
+        max_value_bytes=args.max_value_bytes,
+        max_message_bytes=args.max_message_bytes,
+        max_workers=args.max_workers,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        shutdown_grace=args.shutdown_grace,
+    ), args.log_level
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config, log_level = config_from_args(argv)
+    except KvError as exc:
+        print(f"kvgrpc-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        server = build_server(config)
+    except (KvError, ValueError, OSError) as exc:
+        _LOGGER.error("cannot start: %s", exc)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    server.start()
+    _LOGGER.info("listening on %s:%d", config.host, server.port)
+    _LOGGER.info("writes: %s", server.service.writer.description)
+    for reader in server.service.readers:
+        _LOGGER.info("reads: %s", reader.description)
+    if config.master is not None:
+        _LOGGER.info("driver: %s", mysql_driver())
+    stop.wait()
+    _LOGGER.info("stopping: letting in-flight calls finish (up to %g s)", config.shutdown_grace)
+    server.stop()
+    _LOGGER.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
