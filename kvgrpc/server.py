@@ -134,12 +134,17 @@ def build_service(config: ServerConfig) -> KeyValueService:
     writer: Store = MySQLStore(
         config.master, config.table, role="master", pool_size=config.pool_size,
         pool_timeout=config.pool_timeout, create_table=True,
-    )
+    )  # the master creates the table if it is missing
     readers = [
         MySQLStore(endpoint, config.table, role="replica", pool_size=config.pool_size,
                    pool_timeout=config.pool_timeout)
         for endpoint in config.replicas
     ]
+    for store in (writer, *readers):
+        try:
+            store.connect()
+        except KvError as exc:  # keep serving: each request retries, and says UNAVAILABLE
+            _LOGGER.error("%s: %s; will retry on each request", store.description, exc)
     return KeyValueService(writer, readers, limits=limits)
 
 

@@ -58,6 +58,10 @@ class Store(Protocol):
     #: Where the data lives, for logs and messages (never holds a password).
     description: str
 
+    def connect(self) -> None:
+        """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
+        ...
+
     def put(self, key: bytes, value: bytes) -> int: ...
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> None: ...
@@ -161,6 +165,10 @@ class SQLiteStore:
             raise Internal("storage failure; see the server log") from exc
         finally:
             self._idle.put(cnx)
+
+    def connect(self) -> None:
+        with self._connection():
+            pass
 
     def put(self, key: bytes, value: bytes) -> int:
         with self._connection() as cnx:
@@ -278,8 +286,8 @@ class MySQLStore:
     ``PoolError`` at once) and holds at most 32 connections, so a semaphore of
     ``pool_size`` permits bounds the borrowers: a caller waits up to ``pool_timeout``
     seconds for a permit, then gets ``ResourceExhausted``. The pool is created on first
-    use and again after a failure, so an endpoint that is down at start-up or restarts
-    later is picked up without restarting the server. ``pool_reset_session`` stays on:
+    use and again after a connection failure, so an endpoint that is down at start-up or
+    restarts later is picked up without restarting the server. ``pool_reset_session`` stays on:
     without it one borrower can commit another's rows.
     """
 
@@ -319,11 +327,17 @@ class MySQLStore:
             f"INSERT INTO {t} (k, v) VALUES (%s, %s) "
             f"ON DUPLICATE KEY UPDATE v = VALUES(v), version = version + 1"
         )
+        self._sql_create_table = (
+            f"CREATE TABLE IF NOT EXISTS {t} ("
+            " k VARBINARY(3072) NOT NULL PRIMARY KEY,"
+            " v LONGBLOB NOT NULL,"
+            " version BIGINT NOT NULL DEFAULT 1"
+            ") ENGINE=InnoDB"
+        )
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
         self._sql_delete = f"DELETE FROM {t} WHERE k = %s"
-        if create_table:
-            self.create_table()
+        self._create_table = create_table
 
     # -- connections ---------------------------------------------------------------
 
@@ -341,13 +355,14 @@ class MySQLStore:
             password=self.endpoint.password,
             database=self.endpoint.database,
             autocommit=True,
-            use_pure=False,
-            connection_timeout=self._connect_timeout,
+            connection_timeout=max(1, round(self._connect_timeout)),  # the C extension wants an int
             charset="utf8mb4",
         )
         cnx = pool.get_connection()
         try:
             cur = cnx.cursor()
+            if self._create_table:
+                cur.execute(self._sql_create_table)
             cur.execute("SELECT @@max_allowed_packet")
             (max_packet,) = cur.fetchone()
             cur.close()
@@ -432,18 +447,13 @@ class MySQLStore:
 
     # -- the Store interface ---------------------------------------------------------
 
-    def create_table(self) -> None:
-        """Creates the table if it is missing (on the master only)."""
-        with self._connection() as cnx:
-            cur = cnx.cursor()
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS `{self.table}` ("
-                " k VARBINARY(3072) NOT NULL PRIMARY KEY,"
-                " v LONGBLOB NOT NULL,"
-                " version BIGINT NOT NULL DEFAULT 1"
-                ") ENGINE=InnoDB"
-            )
-            cur.close()
+    def connect(self) -> None:
+        """Opens the pool now (creating the table if asked) instead of on first use.
+
+        Raises Unavailable if the endpoint cannot be reached; a later call retries.
+        """
+        with self._connection():
+            pass
 
     def put(self, key: bytes, value: bytes) -> int:
         with self._connection() as cnx:

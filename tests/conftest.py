@@ -1,0 +1,167 @@
+"""Fixtures that start real things: the MariaDB master + replica sandbox (through the
+project's own scripts/mysql-sandbox.sh) and kvgrpc servers on port 0.
+
+Tests that need MariaDB never skip: if the sandbox cannot start, they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import kvgrpc  # noqa: F401 - first, so the MySQL C extension loads before ssl (DEVELOPERS.md)
+import mysql.connector
+import pytest
+
+from kvgrpc.client import KeyValueClient
+from kvgrpc.server import ServerConfig, build_server
+from kvgrpc.store import MySQLEndpoint
+
+REPO = Path(__file__).resolve().parent.parent
+SANDBOX_SCRIPT = REPO / "scripts" / "mysql-sandbox.sh"
+
+
+def _free_port_pair() -> int:
+    """A port P below the ephemeral range (32768+) such that P and P+1 are free on loopback."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair below 32768")
+
+
+@dataclass
+class Sandbox:
+    """A running MariaDB master + GTID replica started by scripts/mysql-sandbox.sh."""
+
+    dir: Path
+    env: dict[str, str]
+
+    @property
+    def master(self) -> MySQLEndpoint:
+        return MySQLEndpoint.from_url(self.env["KVGRPC_MASTER_URL"])
+
+    @property
+    def replica(self) -> MySQLEndpoint:
+        return MySQLEndpoint.from_url(self.env["KVGRPC_REPLICA_URL"])
+
+    def connect(self, role: str = "master", *, root: bool = False):
+        """A direct connection (autocommit) to the master or the replica.
+
+        ``root`` connects as root over the unix socket (to bypass read_only on the replica).
+        """
+        if root:
+            sock = self.env[f"KVGRPC_SANDBOX_{role.upper()}_SOCKET"]
+            return mysql.connector.connect(unix_socket=sock, user="root", autocommit=True)
+        ep = self.master if role == "master" else self.replica
+        return mysql.connector.connect(
+            host=ep.host, port=ep.port, user=ep.user, password=ep.password,
+            database=ep.database, autocommit=True,
+        )
+
+    def query(self, sql: str, params=(), role: str = "master", *, root: bool = False) -> list[tuple]:
+        cnx = self.connect(role, root=root)
+        try:
+            cur = cnx.cursor()
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.with_rows else []
+        finally:
+            cnx.close()
+
+    def wait_for_replica(self, timeout: float = 30.0) -> None:
+        """Blocks until the replica has applied everything the master has committed."""
+        (pos,) = self.query("SELECT @@gtid_binlog_pos")[0]
+        (result,) = self.query("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout), role="replica")[0]
+        assert result == 0, f"replica did not reach {pos} within {timeout} s"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory) -> Sandbox:
+    directory = tmp_path_factory.mktemp("sandbox")
+    env = dict(os.environ, KVGRPC_SANDBOX_DIR=str(directory), KVGRPC_SANDBOX_PORT=str(_free_port_pair()))
+    up = subprocess.run(["bash", str(SANDBOX_SCRIPT), "up"], env=env, capture_output=True, text=True)
+    if up.returncode != 0:
+        pytest.fail(f"mysql-sandbox.sh up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
+    values = {}
+    for line in (directory / "env").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip().strip("'\"")
+    yield Sandbox(directory, values)
+    subprocess.run(["bash", str(SANDBOX_SCRIPT), "down", "--purge"], env=env, capture_output=True)
+
+
+_table_numbers = itertools.count()
+
+
+@pytest.fixture
+def table_name(request) -> str:
+    """A fresh table name per test, so tests never see each other's rows."""
+    return f"t{os.getpid()}_{next(_table_numbers)}"
+
+
+@dataclass
+class RunningServer:
+    port: int
+    config: ServerConfig
+    server: object
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self, **kwargs) -> KeyValueClient:
+        return KeyValueClient(self.target, **kwargs)
+
+
+@pytest.fixture
+def start_server():
+    """Starts real kvgrpc servers on port 0; stops them at the end of the test."""
+    started = []
+
+    def start(**overrides) -> RunningServer:
+        config = ServerConfig(host="127.0.0.1", port=0, **overrides)
+        server = build_server(config)
+        server.start()
+        started.append(server)
+        return RunningServer(server.port, config, server)
+
+    yield start
+    for server in started:
+        server.stop(grace=1)
+
+
+@pytest.fixture
+def sqlite_server(start_server, tmp_path, table_name) -> RunningServer:
+    return start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), table=table_name)
+
+
+@pytest.fixture
+def mysql_server(start_server, sandbox, table_name) -> RunningServer:
+    return start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def any_server(request) -> RunningServer:
+    """The same end-to-end test on the embedded default and on the MariaDB pair."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def run_cli(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `python -m kvgrpc.client ARGS` as a separate process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "kvgrpc.client", *args],
+        capture_output=True, text=True, env=dict(os.environ, **(env or {})), input=stdin,
+        timeout=120,
+    )

@@ -1,0 +1,181 @@
+"""The Store contract, run on both backends: SQLite and the MariaDB master."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kvgrpc.errors import Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
+from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, StoredRecord, redact_url
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def store(request, tmp_path, table_name):
+    if request.param == "sqlite":
+        s = SQLiteStore(str(tmp_path / "store.sqlite3"), table_name)
+    else:
+        sandbox = request.getfixturevalue("sandbox")
+        s = MySQLStore(sandbox.master, table_name, create_table=True)
+        s.connect()
+    yield s
+    s.close()
+
+
+def test_put_creates_then_increments_version(store):
+    assert store.put(b"k", b"one") == 1
+    assert store.put(b"k", b"two") == 2
+    assert store.get(b"k") == StoredRecord(b"k", b"two", 2)
+
+
+def test_get_missing_is_none(store):
+    assert store.get(b"nope") is None
+
+
+def test_binary_values_and_limit_keys_round_trip(store):
+    every_byte = bytes(range(256)) * 64
+    long_key = "€".encode() * 1024  # 3072 bytes, the key limit
+    sql_key = b"'; DROP TABLE kv; -- \\ %s \x00"
+    store.put(b"bin", every_byte)
+    store.put(long_key, b"")
+    store.put(sql_key, b"x")
+    assert store.get(b"bin").value == every_byte
+    assert store.get(long_key) == StoredRecord(long_key, b"", 1)
+    assert store.get(sql_key).value == b"x"
+
+
+def test_put_many_applies_in_order_later_record_wins(store):
+    store.put_many([(b"a", b"1"), (b"b", b"2"), (b"a", b"3")])
+    assert store.get(b"a").value == b"3"
+    assert store.get(b"b").value == b"2"
+
+
+def test_put_many_is_idempotent_in_content(store):
+    records = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(500)]
+    store.put_many(records)
+    store.put_many(records)
+    found = store.get_many([k for k, _ in records])
+    assert {k: r.value for k, r in found.items()} == dict(records)
+
+
+def test_put_many_is_all_or_nothing(store):
+    # A record the database itself rejects, after a good one: a key over MySQL's column
+    # width; SQLite has no width, so a NULL value (NOT NULL column) there.
+    poison = (b"x" * 3073, b"v") if isinstance(store, MySQLStore) else (b"second", None)
+    with pytest.raises(Internal) as info:
+        store.put_many([(b"first", b"1"), poison])
+    assert "see the server log" in str(info.value) and "INSERT" not in str(info.value)
+    assert store.get(b"first") is None
+
+
+def test_get_many_returns_only_found(store):
+    store.put_many([(b"x", b"1"), (b"y", b"2")])
+    found = store.get_many([b"x", b"missing", b"y"])
+    assert set(found) == {b"x", b"y"}
+    assert found[b"y"] == StoredRecord(b"y", b"2", 1)
+
+
+def test_delete_reports_existence_and_resets_version(store):
+    store.put(b"d", b"1")
+    store.put(b"d", b"2")
+    assert store.delete(b"d") is True
+    assert store.delete(b"d") is False
+    assert store.get(b"d") is None
+    assert store.put(b"d", b"3") == 1
+
+
+def test_safe_under_concurrent_threads(store):
+    errors = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                key = f"t{n}-{i}".encode()
+                store.put(key, key)
+                assert store.get(key).value == key
+            store.put_many([(f"m{n}-{i}".encode(), b"v") for i in range(100)])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.get_many([f"m{n}-{i}".encode() for n in range(12) for i in range(100)])) == 1200
+
+
+# -- MySQL-specific behaviour ----------------------------------------------------------
+
+
+def test_mysql_large_batch_is_split_to_fit_max_allowed_packet(sandbox, table_name):
+    store = MySQLStore(sandbox.master, table_name, create_table=True)
+    try:
+        big = b"\x00\xff'" * (1 << 18)  # 768 KiB of bytes that need escaping
+        records = [(f"big{i}".encode(), big) for i in range(100)]  # ~75 MiB > max_allowed_packet
+        store.put_many(records)
+        assert len(store.get_many([k for k, _ in records])) == 100
+        assert store.get(b"big99").value == big
+    finally:
+        store.close()
+
+
+def test_mysql_unreachable_is_unavailable_without_driver_text(table_name):
+    endpoint = MySQLEndpoint("127.0.0.1", 1, "kvgrpc", "kvgrpc", password="s3cret-pw")
+    store = MySQLStore(endpoint, table_name)
+    with pytest.raises(Unavailable) as info:
+        store.get(b"k")
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and "unreachable" in message
+    assert "s3cret" not in message and "2003" not in message and "Can't connect" not in message
+
+
+def test_mysql_pool_exhaustion_waits_then_resource_exhausted(sandbox, table_name):
+    store = MySQLStore(sandbox.master, table_name, pool_size=2, pool_timeout=0.2, create_table=True)
+    try:
+        with store._connection(), store._connection():
+            with pytest.raises(ResourceExhausted) as info:
+                store.get(b"k")
+        assert "limit of 2 concurrent requests" in str(info.value)
+        assert store.get(b"k") is None  # permits came back
+    finally:
+        store.close()
+
+
+def test_mysql_bad_credentials_are_unavailable_and_not_leaked(sandbox, table_name):
+    ep = sandbox.master
+    wrong = MySQLEndpoint(ep.host, ep.port, ep.user, ep.database, password="wrong-pw-123")
+    store = MySQLStore(wrong, table_name)
+    with pytest.raises(Unavailable) as info:
+        store.get(b"k")
+    assert "refused the server's credentials" in str(info.value)
+    assert "wrong-pw" not in str(info.value)
+
+
+def test_mysql_read_only_replica_refuses_writes(sandbox, table_name):
+    MySQLStore(sandbox.master, table_name, create_table=True).connect()
+    sandbox.wait_for_replica()
+    replica = MySQLStore(sandbox.replica, table_name, role="replica")
+    try:
+        with pytest.raises(Unavailable, match="read-only"):
+            replica.put(b"k", b"v")
+    finally:
+        replica.close()
+
+
+def test_endpoint_url_parsing_and_redaction():
+    ep = MySQLEndpoint.from_url("mysql://app:p%40ss@db.example:3307/shop")
+    assert (ep.user, ep.password, ep.host, ep.port, ep.database) == ("app", "p@ss", "db.example", 3307, "shop")
+    assert "p@ss" not in str(ep) and "p@ss" not in repr(ep)
+    ep = MySQLEndpoint.from_url("mysql://app@db/shop", default_password="from-env")
+    assert (ep.password, ep.port) == ("from-env", 3306)
+    assert redact_url("mysql://u:pw@h:1/d") == "mysql://u:***@h:1/d"
+    for bad in ("postgres://u@h/d", "mysql://u@h/", "mysql:///d"):
+        with pytest.raises(InvalidArgument):
+            MySQLEndpoint.from_url(bad)
+
+
+def test_table_names_are_restricted(tmp_path):
+    with pytest.raises(InvalidArgument):
+        SQLiteStore(str(tmp_path / "x.sqlite3"), "kv; DROP TABLE kv")
