@@ -1,0 +1,269 @@
+"""End to end over a real channel: every RPC, every row of the error table."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.client import KeyValueClient
+from kvgrpc.errors import (
+    COMMITTED_METADATA_KEY,
+    STATUS_BY_ERROR,
+    InvalidArgument,
+    KvError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from kvgrpc.records import Record
+from kvgrpc.server import KeyValueServer, ServerConfig
+from kvgrpc.store import MySQLEndpoint
+
+
+def settle(server, request) -> None:
+    """Waits until reads see earlier writes: the replica has caught up (MariaDB only)."""
+    if server.config.master is not None:
+        request.getfixturevalue("sandbox").wait_for_replica()
+
+
+def read_all(kv, keys) -> dict[str, bytes]:
+    """BatchGet of any number of keys, 1000 at a time."""
+    found = {}
+    for start in range(0, len(keys), 1000):
+        found.update(kv.batch_get(keys[start : start + 1000]))
+    return found
+
+
+def test_put_get_delete_round_trip(any_server, request):
+    with any_server.client() as kv:
+        assert kv.put("greeting", b"hello") == 1
+        assert kv.put("greeting", "hola, ñandú 🦤") == 2
+        settle(any_server, request)
+        assert kv.get("greeting") == "hola, ñandú 🦤".encode()
+        assert kv.get_record("greeting") == Record("greeting", "hola, ñandú 🦤".encode(), 2)
+        assert kv.delete("greeting") is True
+        assert kv.delete("greeting") is False
+        settle(any_server, request)
+        with pytest.raises(NotFound, match="'greeting' not found"):
+            kv.get("greeting")
+
+
+def test_batch_get_reports_found_and_missing(any_server, request):
+    with any_server.client() as kv:
+        kv.stream_put([(f"b{i}", f"v{i}") for i in range(150)])
+        settle(any_server, request)
+        keys = [f"b{i}" for i in range(0, 200, 2)]
+        assert kv.batch_get(keys) == {f"b{i}": f"v{i}".encode() for i in range(0, 150, 2)}
+        stub = kv_pb2_grpc.KeyValueStub(kv._channel)
+        reply = stub.BatchGet(kv_pb2.BatchGetRequest(keys=["b3", "nope", "b1", "b3"]))
+        assert [r.key for r in reply.records] == ["b3", "b1"]
+        assert list(reply.missing_keys) == ["nope"]
+        with pytest.raises(InvalidArgument, match="1001 keys requested; the limit is 1000"):
+            kv.batch_get([f"k{i}" for i in range(1001)])
+        with pytest.raises(InvalidArgument, match="keys is empty"):
+            kv.batch_get([])
+
+
+def test_stream_put_commits_everything_in_order(any_server, request):
+    records = [(f"s{i % 7000}", f"value {i}") for i in range(10_000)]  # keys repeat: later wins
+    with any_server.client(batch_records=250) as kv:
+        assert kv.stream_put(records) == 10_000
+        settle(any_server, request)
+        got = read_all(kv, [f"s{i}" for i in range(7000)])
+    assert got == {k: v.encode() for k, v in dict(records).items()}
+
+
+def test_stream_put_bad_record_commits_exactly_the_prefix(any_server, request):
+    records = [(f"p{i}", b"v") for i in range(5000)]
+    records[3210] = ("", b"v")  # empty key
+    with any_server.client(batch_records=100) as kv:
+        with pytest.raises(InvalidArgument) as info:
+            kv.stream_put(records)
+        assert str(info.value) == "record 3210: key is empty; a key must be 1 to 3072 bytes"
+        assert info.value.committed == 3210
+        settle(any_server, request)
+        assert len(read_all(kv, [f"p{i}" for i in range(3210)])) == 3210
+        assert kv.batch_get([f"p{i}" for i in range(3211, 4211)]) == {}
+        # Sending the corrected stream again completes it; the content is the same either way.
+        records[3210] = ("p3210", b"v")
+        assert kv.stream_put(records) == 5000
+        assert kv.stream_put(records) == 5000
+        settle(any_server, request)
+        assert len(kv.batch_get([f"p{i}" for i in range(4000, 5000)])) == 1000
+
+
+def test_stream_put_committed_count_in_trailing_metadata(sqlite_server):
+    channel = grpc.insecure_channel(sqlite_server.target)
+    stub = kv_pb2_grpc.KeyValueStub(channel)
+    messages = [
+        kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key="a", value=b"1")]),
+        kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key="b" * 3073, value=b"2")]),
+    ]
+    with pytest.raises(grpc.RpcError) as info:
+        stub.StreamPut(iter(messages))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "record 1: key is 3073 bytes; the limit is 3072 bytes"
+    assert (COMMITTED_METADATA_KEY, "1") in tuple(info.value.trailing_metadata())
+    channel.close()
+
+
+def test_key_and_value_limits(start_server, tmp_path):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_value_bytes=1000)
+    with server.client() as kv:
+        key = "€" * 1024  # 3072 bytes: the largest key
+        assert kv.put(key, b"x" * 1000) == 1
+        assert kv.get(key) == b"x" * 1000
+        assert kv.put("empty", b"") == 1 and kv.get("empty") == b""
+        with pytest.raises(InvalidArgument, match=r"key is 3073 bytes; the limit is 3072 bytes"):
+            kv.put("€" * 1024 + "x", b"v")
+        with pytest.raises(InvalidArgument, match=r"key '' : key is empty|key is empty"):
+            kv.put("", b"v")
+        with pytest.raises(InvalidArgument, match=r"key 'big': value is 1001 bytes; the limit is 1000 bytes"):
+            kv.put("big", b"x" * 1001)
+        with pytest.raises(InvalidArgument, match=r"record 2: value is 1001 bytes"):
+            kv.stream_put([("a", b""), ("b", b""), ("c", b"x" * 1001)])
+
+
+def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_server, tmp_path):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_message_bytes=2 << 20)
+    with server.client() as kv:
+        with pytest.raises(ResourceExhausted, match=str(2 << 20)):
+            kv.put("huge", b"x" * (3 << 20))
+
+
+def test_database_unreachable_is_unavailable(start_server, table_name):
+    closed = MySQLEndpoint("127.0.0.1", 1, "kvgrpc", "kvgrpc", password="pw-not-shown")
+    server = start_server(master=closed, table=table_name)
+    with server.client() as kv:
+        for call in (lambda: kv.put("k", b"v"), lambda: kv.get("k"), lambda: kv.delete("k"),
+                     lambda: kv.stream_put([("k", b"v")])):
+            with pytest.raises(Unavailable) as info:
+                call()
+            assert info.value.message == "the master database at 127.0.0.1:1 is unreachable; retry later"
+
+
+def test_reads_come_from_the_replica(mysql_server, sandbox):
+    with mysql_server.client() as kv:
+        kv.put("via-master", b"m")
+        sandbox.wait_for_replica()
+        table = mysql_server.config.table
+        assert sandbox.query(f"SELECT v FROM `{table}` WHERE k = 'via-master'", role="replica") == [(b"m",)]
+        # A row only the replica has (written there directly, not replicated) proves
+        # where reads are served from.
+        cnx = sandbox.connect("replica", root=True)
+        cur = cnx.cursor()
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute(f"INSERT INTO kvgrpc.`{table}` (k, v) VALUES ('replica-only', 'r')")
+        cnx.close()
+        assert kv.get("replica-only") == b"r"
+        assert kv.batch_get(["replica-only", "via-master"]) == {"replica-only": b"r", "via-master": b"m"}
+
+
+def test_unreachable_replica_falls_back_to_master(start_server, sandbox, table_name):
+    dead_replica = MySQLEndpoint("127.0.0.1", 1, "kvgrpc", "kvgrpc")
+    server = start_server(master=sandbox.master, replicas=(dead_replica,), table=table_name)
+    with server.client() as kv:
+        kv.put("k", b"v")
+        assert kv.get("k") == b"v"
+
+
+class _Raising:
+    """A domain service whose every call raises the error class named by the key."""
+
+    readers = ()
+
+    def __init__(self):
+        self.by_name = {cls.__name__: cls for cls in STATUS_BY_ERROR}
+
+    def put(self, key, value):
+        if key == "crash":
+            raise RuntimeError("SELECT secret FROM internals")
+        raise self.by_name[key](f"a {key} happened")
+
+    def close(self):
+        pass
+
+
+def test_every_row_of_the_error_table_crosses_the_wire(tmp_path):
+    server = KeyValueServer(ServerConfig(host="127.0.0.1", port=0), _Raising())
+    server.start()
+    try:
+        with KeyValueClient(f"127.0.0.1:{server.port}") as kv:
+            channel_stub = kv_pb2_grpc.KeyValueStub(kv._channel)
+            for cls, code in STATUS_BY_ERROR.items():
+                with pytest.raises(cls) as info:
+                    kv.put(cls.__name__, b"")
+                assert type(info.value) is cls and info.value.message == f"a {cls.__name__} happened"
+                with pytest.raises(grpc.RpcError) as raw:
+                    channel_stub.Put(kv_pb2.PutRequest(key=cls.__name__))
+                assert raw.value.code().name == code
+            # Anything unexpected is INTERNAL with no internal text, never UNKNOWN.
+            with pytest.raises(grpc.RpcError) as raw:
+                channel_stub.Put(kv_pb2.PutRequest(key="crash"))
+            assert raw.value.code() == grpc.StatusCode.INTERNAL
+            assert "SELECT" not in raw.value.details()
+    finally:
+        server.stop(grace=0)
+
+
+def test_health_reports_serving(sqlite_server):
+    channel = grpc.insecure_channel(sqlite_server.target)
+    reply = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="kvgrpc.v1.KeyValue"), timeout=5
+    )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    channel.close()
+
+
+def test_server_process_stops_gracefully_letting_a_stream_finish(tmp_path, sandbox):
+    """The real command: logs its store and driver, and SIGTERM lets an open stream finish."""
+    env = dict(os.environ, KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
+               KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
+         "--table", f"graceful{os.getpid()}"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "driver:" in line:
+                break
+        log = "".join(lines)
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", log).group(1))
+        assert "writes: master mysql://kvgrpc@127.0.0.1" in log and "reads: replica" in log
+        assert "C extension" in log
+        assert sandbox.env["KVGRPC_MASTER_URL"].split(":")[2].split("@")[0] not in log  # no password
+
+        first_batch_sent = threading.Event()
+
+        def records():
+            for i in range(20_000):
+                if i == 1000:
+                    first_batch_sent.set()
+                yield f"g{i}", b"v"
+
+        def terminate():
+            first_batch_sent.wait(10)
+            proc.send_signal(signal.SIGTERM)
+
+        threading.Thread(target=terminate).start()
+        with KeyValueClient(f"127.0.0.1:{port}", batch_records=10) as kv:
+            assert kv.stream_put(records()) == 20_000
+        assert proc.wait(30) == 0
+        rest = proc.stderr.read()
+        assert "stopping: letting in-flight calls finish" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
