@@ -16,7 +16,6 @@ try:
 except ImportError:
     pass
 
-from kvgrpc.client import KeyValueClient, Record
 from kvgrpc.errors import (
     Aborted,
     Cancelled,
@@ -30,6 +29,8 @@ from kvgrpc.errors import (
     Unauthenticated,
     Unavailable,
 )
+
+from kvgrpc.records import Record
 
 __all__ = [
     "KeyValueClient",
@@ -46,3 +47,13 @@ __all__ = [
     "Unauthenticated",
     "Internal",
 ]
+
+
+def __getattr__(name: str):
+    # The client is imported on first use, so that `python -m kvgrpc.client` does not
+    # find the module already imported by its own package.
+    if name == "KeyValueClient":
+        from kvgrpc.client import KeyValueClient
+
+        return KeyValueClient
+    raise AttributeError(f"module 'kvgrpc' has no attribute {name!r}")

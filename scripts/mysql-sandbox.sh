@@ -456,12 +456,17 @@ cmd_up() {
     # 1. Initialise both datadirs in parallel.
     local pid_m pid_r
     for role in master replica; do write_cnf "$role"; done
+    case ${_SBX_MODE:-par} in
+    par)
     install_db master & pid_m=$!
     install_db replica & pid_r=$!
     local ok=1
     wait "$pid_m" || { ok=0; log "mariadb-install-db failed for master:"; sed 's/^/    /' "$(role_dir master)/install.log" >&2; }
     wait "$pid_r" || { ok=0; log "mariadb-install-db failed for replica:"; sed 's/^/    /' "$(role_dir replica)/install.log" >&2; }
-    ((ok)) || die "mariadb-install-db failed"
+    ((ok)) || die "mariadb-install-db failed" ;;
+    seq) install_db master; install_db replica ;;
+    copy) install_db master; rmdir "$(role_dir replica)/data"; cp -a "$(role_dir master)/data" "$(role_dir replica)/data" ;;
+    esac
 
     # 2. Start both servers and wait until they accept connections.
     start_server master
