@@ -249,12 +249,12 @@ def _stream_file(client: KeyValueClient, args, out, err) -> int:
     progress = _progress_bar(err)
     started = time.monotonic()
     try:
-        committed = client.stream_put(records(), on_sent=progress.update if progress else None)
+        committed = client.stream_put(records(), on_sent=progress.update if progress is not None else None)
         failure: KvError | None = None
     except KvError as exc:
         committed, failure = exc.committed or 0, exc
     finally:
-        if progress:
+        if progress is not None:
             progress.close()
     seconds = time.monotonic() - started
     rate = committed / seconds if seconds > 0 else 0.0

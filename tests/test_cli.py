@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
+import threading
 
 import pytest
 
@@ -149,3 +157,34 @@ def test_target_from_environment_and_unreachable_server(sqlite_server):
 def test_stream_missing_file(sqlite_server, tmp_path):
     result = run_cli("--target", sqlite_server.target, "stream", str(tmp_path / "nope.csv"))
     assert result.returncode == 1 and "No such file" in result.stderr
+
+
+def test_stream_shows_a_progress_bar_on_a_terminal(sqlite_server, tmp_path):
+    path = _write(tmp_path, "p.csv", "key,value\n" + "".join(f"k{i},v\n" for i in range(5000)))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100x24 terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.client", "--target", sqlite_server.target, "stream", path],
+        stdout=subprocess.PIPE, stderr=slave, text=True,
+    )
+    os.close(slave)
+    chunks = []
+
+    def read_terminal():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    out, _ = proc.communicate(timeout=60)
+    reader.join(10)
+    os.close(master)
+    screen = b"".join(chunks)
+    assert proc.returncode == 0 and out.startswith("5000 records committed")
+    assert b"sent" in screen and b"5.00k" in screen  # tqdm's bar: "sent: 5.00k records [...]"
