@@ -25,6 +25,7 @@ import csv
 import io
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +35,35 @@ import grpc
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, error_class
 from kvgrpc.records import Record, check_key
+from kvgrpc.tokens import latest
 
-__all__ = ["KeyValueClient", "Record", "DEFAULT_TARGET"]
+__all__ = ["KeyValueClient", "Record", "EndpointStatus", "DEFAULT_TARGET"]
 
 DEFAULT_TARGET = "localhost:1313"
 
 Value = bytes | str
+
+_CONSISTENCY = {
+    None: kv_pb2.READ_CONSISTENCY_UNSPECIFIED,
+    "eventual": kv_pb2.READ_CONSISTENCY_EVENTUAL,
+    "strong": kv_pb2.READ_CONSISTENCY_STRONG,
+    "bounded": kv_pb2.READ_CONSISTENCY_BOUNDED_STALENESS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """One database endpoint of the server, as the server last measured it."""
+
+    name: str
+    role: str  # "master", "replica" or "embedded"
+    reachable: bool
+    healthy: bool
+    lag_ms: int | None  # None when unknown
+    pool_in_use: int
+    pool_size: int
+    semi_sync_active: bool
+    problem: str
 
 
 def _as_bytes(value: Value) -> bytes:
@@ -64,6 +88,13 @@ class KeyValueClient:
     Thread-safe: one instance (one HTTP/2 channel) can be shared by many threads. Use it
     as a context manager, or call :meth:`close`. Unary calls have a deadline of
     ``timeout`` seconds; ``stream_put`` has none (a large load may take long).
+
+    Reads take ``consistency``: ``"eventual"`` (the server's default: any healthy
+    replica), ``"strong"`` (the master) or ``"bounded"`` with ``max_staleness_ms``. The
+    client remembers the token of the latest write it made (:attr:`last_write_token`);
+    with ``read_your_writes=True`` every read carries it, so a read always sees this
+    client's earlier writes, whichever replica answers. Pass ``min_write_token`` to a read
+    to carry a token from another client or process.
     """
 
     def __init__(
@@ -73,8 +104,12 @@ class KeyValueClient:
         timeout: float | None = 30.0,
         batch_records: int = 500,
         batch_bytes: int = 1 << 20,
+        read_your_writes: bool = False,
     ) -> None:
         self.target = target
+        self.read_your_writes = read_your_writes
+        self._token = ""
+        self._token_lock = threading.Lock()
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -98,28 +133,71 @@ class KeyValueClient:
         except grpc.RpcError as exc:
             raise _error_from(exc) from None
 
+    @property
+    def last_write_token(self) -> str:
+        """The token covering every write this client has made ("" before the first)."""
+        with self._token_lock:
+            return self._token
+
+    def _wrote(self, token: str) -> None:
+        if token:
+            with self._token_lock:
+                self._token = latest(self._token, token)
+
+    def _read_options(self, consistency, max_staleness_ms, min_write_token) -> kv_pb2.ReadOptions:
+        if consistency not in _CONSISTENCY:
+            raise ValueError(f"consistency must be one of {sorted(k for k in _CONSISTENCY if k)}")
+        token = min_write_token or ""
+        if self.read_your_writes:
+            token = latest(self.last_write_token, token)
+        return kv_pb2.ReadOptions(consistency=_CONSISTENCY[consistency],
+                                  max_staleness_ms=max_staleness_ms, min_write_token=token)
+
     def put(self, key: str, value: Value) -> int:
         """Stores ``value`` under ``key`` (str values are UTF-8 encoded); returns the new version."""
         reply = self._call(self._stub.Put, kv_pb2.PutRequest(key=key, value=_as_bytes(value)))
+        self._wrote(reply.write_token)
         return reply.version
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, consistency: str | None = None, max_staleness_ms: int = 0,
+            min_write_token: str | None = None) -> bytes:
         """Returns the value under ``key``; raises :class:`~kvgrpc.errors.NotFound` if none."""
-        return self.get_record(key).value
+        return self.get_record(key, consistency=consistency, max_staleness_ms=max_staleness_ms,
+                               min_write_token=min_write_token).value
 
-    def get_record(self, key: str) -> Record:
+    def get_record(self, key: str, *, consistency: str | None = None, max_staleness_ms: int = 0,
+                   min_write_token: str | None = None) -> Record:
         """Returns the record (key, value, version) under ``key``; raises NotFound if none."""
-        reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=key))
+        options = self._read_options(consistency, max_staleness_ms, min_write_token)
+        reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=key, read_options=options))
         return Record(reply.record.key, reply.record.value, reply.record.version)
 
     def delete(self, key: str) -> bool:
         """Removes ``key``; returns whether it existed."""
-        return self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key)).deleted
+        reply = self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key))
+        self._wrote(reply.write_token)
+        return reply.deleted
 
-    def batch_get(self, keys: Sequence[str]) -> dict[str, bytes]:
+    def batch_get(self, keys: Sequence[str], *, consistency: str | None = None,
+                  max_staleness_ms: int = 0, min_write_token: str | None = None) -> dict[str, bytes]:
         """Returns ``{key: value}`` for the keys that exist (1 to 1000 keys per call)."""
-        reply = self._call(self._stub.BatchGet, kv_pb2.BatchGetRequest(keys=list(keys)))
+        options = self._read_options(consistency, max_staleness_ms, min_write_token)
+        reply = self._call(self._stub.BatchGet,
+                           kv_pb2.BatchGetRequest(keys=list(keys), read_options=options))
         return {r.key: r.value for r in reply.records}
+
+    def status(self) -> list[EndpointStatus]:
+        """The server's database endpoints and their measured state, the master first."""
+        reply = self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest())
+        return [
+            EndpointStatus(
+                name=e.name, role=kv_pb2.EndpointRole.Name(e.role).removeprefix("ENDPOINT_ROLE_").lower(),
+                reachable=e.reachable, healthy=e.healthy,
+                lag_ms=None if e.lag_ms < 0 else e.lag_ms, pool_in_use=e.pool_in_use,
+                pool_size=e.pool_size, semi_sync_active=e.semi_sync_active, problem=e.problem,
+            )
+            for e in reply.endpoints
+        ]
 
     def stream_put(
         self,
@@ -138,6 +216,7 @@ class KeyValueClient:
             reply = self._stub.StreamPut(self._messages(records, on_sent))
         except grpc.RpcError as exc:
             raise _error_from(exc) from None
+        self._wrote(reply.write_token)
         return reply.committed_count
 
     def _messages(

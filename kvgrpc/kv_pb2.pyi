@@ -1,10 +1,43 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReadConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_CONSISTENCY_UNSPECIFIED: _ClassVar[ReadConsistency]
+    READ_CONSISTENCY_EVENTUAL: _ClassVar[ReadConsistency]
+    READ_CONSISTENCY_STRONG: _ClassVar[ReadConsistency]
+    READ_CONSISTENCY_BOUNDED_STALENESS: _ClassVar[ReadConsistency]
+
+class EndpointRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_ROLE_UNSPECIFIED: _ClassVar[EndpointRole]
+    ENDPOINT_ROLE_MASTER: _ClassVar[EndpointRole]
+    ENDPOINT_ROLE_REPLICA: _ClassVar[EndpointRole]
+    ENDPOINT_ROLE_EMBEDDED: _ClassVar[EndpointRole]
+READ_CONSISTENCY_UNSPECIFIED: ReadConsistency
+READ_CONSISTENCY_EVENTUAL: ReadConsistency
+READ_CONSISTENCY_STRONG: ReadConsistency
+READ_CONSISTENCY_BOUNDED_STALENESS: ReadConsistency
+ENDPOINT_ROLE_UNSPECIFIED: EndpointRole
+ENDPOINT_ROLE_MASTER: EndpointRole
+ENDPOINT_ROLE_REPLICA: EndpointRole
+ENDPOINT_ROLE_EMBEDDED: EndpointRole
+
+class ReadOptions(_message.Message):
+    __slots__ = ("consistency", "max_staleness_ms", "min_write_token")
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    consistency: ReadConsistency
+    max_staleness_ms: int
+    min_write_token: str
+    def __init__(self, consistency: _Optional[_Union[ReadConsistency, str]] = ..., max_staleness_ms: _Optional[int] = ..., min_write_token: _Optional[str] = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("key", "value", "version")
@@ -25,16 +58,20 @@ class PutRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "write_token")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     version: int
-    def __init__(self, version: _Optional[int] = ...) -> None: ...
+    write_token: str
+    def __init__(self, version: _Optional[int] = ..., write_token: _Optional[str] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "read_options")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    READ_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    read_options: ReadOptions
+    def __init__(self, key: _Optional[str] = ..., read_options: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("record",)
@@ -49,16 +86,20 @@ class DeleteRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "write_token")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
-    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+    write_token: str
+    def __init__(self, deleted: _Optional[bool] = ..., write_token: _Optional[str] = ...) -> None: ...
 
 class BatchGetRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "read_options")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    READ_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    read_options: ReadOptions
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., read_options: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
 
 class BatchGetResponse(_message.Message):
     __slots__ = ("records", "missing_keys")
@@ -83,7 +124,41 @@ class KeyValuePair(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class StreamPutResponse(_message.Message):
-    __slots__ = ("committed_count",)
+    __slots__ = ("committed_count", "write_token")
     COMMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     committed_count: int
-    def __init__(self, committed_count: _Optional[int] = ...) -> None: ...
+    write_token: str
+    def __init__(self, committed_count: _Optional[int] = ..., write_token: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("endpoints",)
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointStatus]
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[EndpointStatus, _Mapping]]] = ...) -> None: ...
+
+class EndpointStatus(_message.Message):
+    __slots__ = ("name", "role", "reachable", "healthy", "lag_ms", "pool_in_use", "pool_size", "semi_sync_active", "problem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    POOL_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEMI_SYNC_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: EndpointRole
+    reachable: bool
+    healthy: bool
+    lag_ms: int
+    pool_in_use: int
+    pool_size: int
+    semi_sync_active: bool
+    problem: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[EndpointRole, str]] = ..., reachable: _Optional[bool] = ..., healthy: _Optional[bool] = ..., lag_ms: _Optional[int] = ..., pool_in_use: _Optional[int] = ..., pool_size: _Optional[int] = ..., semi_sync_active: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...

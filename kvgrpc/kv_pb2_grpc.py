@@ -60,6 +60,11 @@ class KeyValueStub:
                 request_serializer=kvgrpc_dot_kv__pb2.StreamPutRequest.SerializeToString,
                 response_deserializer=kvgrpc_dot_kv__pb2.StreamPutResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/kvgrpc.v1.KeyValue/GetStatus',
+                request_serializer=kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=kvgrpc_dot_kv__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
 
 
 class KeyValueServicer:
@@ -116,6 +121,14 @@ class KeyValueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """GetStatus reports each database endpoint the server uses: its role,
+        whether it is reachable and serving, its replication lag and its pool use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyValueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_KeyValueServicer_to_server(servicer, server):
                     servicer.StreamPut,
                     request_deserializer=kvgrpc_dot_kv__pb2.StreamPutRequest.FromString,
                     response_serializer=kvgrpc_dot_kv__pb2.StreamPutResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=kvgrpc_dot_kv__pb2.GetStatusRequest.FromString,
+                    response_serializer=kvgrpc_dot_kv__pb2.GetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +299,33 @@ class KeyValue:
             '/kvgrpc.v1.KeyValue/StreamPut',
             kvgrpc_dot_kv__pb2.StreamPutRequest.SerializeToString,
             kvgrpc_dot_kv__pb2.StreamPutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvgrpc.v1.KeyValue/GetStatus',
+            kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
+            kvgrpc_dot_kv__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
-from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, KvError, status_name
+from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
+from kvgrpc.routing import Consistency, EndpointStatus, ReadOptions, ReadRouter
 from kvgrpc.service import KeyValueService
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
 from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Limits
@@ -50,6 +52,9 @@ class ServerConfig:
     max_workers: int = 16
     max_concurrent_rpcs: int = 100
     shutdown_grace: float = 30.0
+    max_replica_lag: float = 5.0
+    monitor_interval: float = 0.1
+    require_semi_sync: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -84,6 +89,42 @@ def _record_pb(record) -> kv_pb2.Record:
     return kv_pb2.Record(key=record.key, value=record.value, version=record.version)
 
 
+_CONSISTENCY = {
+    kv_pb2.READ_CONSISTENCY_UNSPECIFIED: Consistency.EVENTUAL,
+    kv_pb2.READ_CONSISTENCY_EVENTUAL: Consistency.EVENTUAL,
+    kv_pb2.READ_CONSISTENCY_STRONG: Consistency.STRONG,
+    kv_pb2.READ_CONSISTENCY_BOUNDED_STALENESS: Consistency.BOUNDED_STALENESS,
+}
+
+_ROLE = {
+    "master": kv_pb2.ENDPOINT_ROLE_MASTER,
+    "replica": kv_pb2.ENDPOINT_ROLE_REPLICA,
+    "embedded": kv_pb2.ENDPOINT_ROLE_EMBEDDED,
+}
+
+
+def _read_options(message: kv_pb2.ReadOptions) -> ReadOptions:
+    consistency = _CONSISTENCY.get(message.consistency)
+    if consistency is None:
+        raise InvalidArgument(f"read_options.consistency {message.consistency} is not a known value")
+    return ReadOptions(consistency, message.max_staleness_ms / 1000.0, message.min_write_token)
+
+
+def _deadline(context) -> float | None:
+    """The call's deadline on the time.monotonic() clock, or None."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _endpoint_pb(status: EndpointStatus) -> kv_pb2.EndpointStatus:
+    return kv_pb2.EndpointStatus(
+        name=status.name, role=_ROLE[status.role], reachable=status.reachable,
+        healthy=status.healthy, lag_ms=-1 if status.lag is None else round(status.lag * 1000),
+        pool_in_use=status.pool_in_use, pool_size=status.pool_size,
+        semi_sync_active=bool(status.semi_sync_active), problem=status.problem,
+    )
+
+
 class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     """The ``kvgrpc.v1.KeyValue`` service over a :class:`KeyValueService`."""
 
@@ -92,22 +133,26 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
 
     def Put(self, request: kv_pb2.PutRequest, context) -> kv_pb2.PutResponse:
         with _status_on_error(context):
-            version = self._service.put(request.key, request.value)
-        return kv_pb2.PutResponse(version=version)
+            written = self._service.put(request.key, request.value)
+        return kv_pb2.PutResponse(version=written.version, write_token=written.token)
 
     def Get(self, request: kv_pb2.GetRequest, context) -> kv_pb2.GetResponse:
         with _status_on_error(context):
-            record = self._service.get(request.key)
+            record = self._service.get(
+                request.key, _read_options(request.read_options), _deadline(context)
+            )
         return kv_pb2.GetResponse(record=_record_pb(record))
 
     def Delete(self, request: kv_pb2.DeleteRequest, context) -> kv_pb2.DeleteResponse:
         with _status_on_error(context):
-            deleted = self._service.delete(request.key)
-        return kv_pb2.DeleteResponse(deleted=deleted)
+            deleted, token = self._service.delete(request.key)
+        return kv_pb2.DeleteResponse(deleted=deleted, write_token=token)
 
     def BatchGet(self, request: kv_pb2.BatchGetRequest, context) -> kv_pb2.BatchGetResponse:
         with _status_on_error(context):
-            records, missing = self._service.batch_get(list(request.keys))
+            records, missing = self._service.batch_get(
+                list(request.keys), _read_options(request.read_options), _deadline(context)
+            )
         return kv_pb2.BatchGetResponse(
             records=[_record_pb(r) for r in records], missing_keys=missing
         )
@@ -115,8 +160,13 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     def StreamPut(self, request_iterator, context) -> kv_pb2.StreamPutResponse:
         batches = ([(r.key, r.value) for r in message.records] for message in request_iterator)
         with _status_on_error(context):
-            committed = self._service.stream_put(batches)
-        return kv_pb2.StreamPutResponse(committed_count=committed)
+            result = self._service.stream_put(batches)
+        return kv_pb2.StreamPutResponse(committed_count=result.committed, write_token=result.token)
+
+    def GetStatus(self, request: kv_pb2.GetStatusRequest, context) -> kv_pb2.GetStatusResponse:
+        with _status_on_error(context):
+            endpoints = self._service.status()
+        return kv_pb2.GetStatusResponse(endpoints=[_endpoint_pb(e) for e in endpoints])
 
 
 # --------------------------------------------------------------------------------------
@@ -130,10 +180,15 @@ def build_service(config: ServerConfig) -> KeyValueService:
     if config.master is None:
         if config.replicas:
             raise ValueError("a replica is configured but no master: set --master too")
-        return KeyValueService(SQLiteStore(config.sqlite_path, config.table), limits=limits)
+        if config.require_semi_sync:
+            raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
+        store = SQLiteStore(config.sqlite_path, config.table)
+        return KeyValueService(store, limits=limits,
+                               router=ReadRouter(store, master_role="embedded"))
     writer: Store = MySQLStore(
         config.master, config.table, role="master", pool_size=config.pool_size,
         pool_timeout=config.pool_timeout, create_table=True,
+        require_semi_sync=config.require_semi_sync,
     )  # the master creates the table if it is missing
     readers = [
         MySQLStore(endpoint, config.table, role="replica", pool_size=config.pool_size,
@@ -145,7 +200,12 @@ def build_service(config: ServerConfig) -> KeyValueService:
             store.connect()
         except KvError as exc:  # keep serving: each request retries, and says UNAVAILABLE
             _LOGGER.error("%s: %s; will retry on each request", store.description, exc)
-    return KeyValueService(writer, readers, limits=limits)
+    router = ReadRouter(
+        writer, readers, max_lag=config.max_replica_lag, interval=config.monitor_interval,
+        watch_semi_sync=config.require_semi_sync,
+    )
+    return KeyValueService(writer, readers, limits=limits, router=router,
+                           require_semi_sync=config.require_semi_sync)
 
 
 class KeyValueServer:
@@ -175,6 +235,7 @@ class KeyValueServer:
             raise OSError(f"cannot listen on {config.host}:{config.port}")
 
     def start(self) -> None:
+        self.service.start()
         self._grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -232,6 +293,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="calls in progress before new ones get RESOURCE_EXHAUSTED (default: 100)")
     p.add_argument("--shutdown-grace", type=float, default=30.0,
                    help="seconds in-flight calls may take to finish on SIGTERM/SIGINT (default: 30)")
+    p.add_argument("--max-replica-lag", type=float, default=5.0,
+                   help="seconds of lag beyond which a replica stops serving reads (default: 5)")
+    p.add_argument("--require-semi-sync", action="store_true",
+                   help="acknowledge a write only if semi-synchronous replication confirmed it")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -260,6 +325,8 @@ def config_from_args(
         max_workers=args.max_workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         shutdown_grace=args.shutdown_grace,
+        max_replica_lag=args.max_replica_lag,
+        require_semi_sync=args.require_semi_sync,
     ), args.log_level
 
 

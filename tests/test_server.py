@@ -189,6 +189,9 @@ class _Raising:
             raise RuntimeError("SELECT secret FROM internals")
         raise self.by_name[key](f"a {key} happened")
 
+    def start(self):
+        pass
+
     def close(self):
         pass
 

@@ -23,8 +23,8 @@ def store(request, tmp_path, table_name):
 
 
 def test_put_creates_then_increments_version(store):
-    assert store.put(b"k", b"one") == 1
-    assert store.put(b"k", b"two") == 2
+    assert store.put(b"k", b"one")[0] == 1
+    assert store.put(b"k", b"two")[0] == 2
     assert store.get(b"k") == StoredRecord(b"k", b"two", 2)
 
 
@@ -78,10 +78,10 @@ def test_get_many_returns_only_found(store):
 def test_delete_reports_existence_and_resets_version(store):
     store.put(b"d", b"1")
     store.put(b"d", b"2")
-    assert store.delete(b"d") is True
-    assert store.delete(b"d") is False
+    assert store.delete(b"d")[0] is True
+    assert store.delete(b"d") == (False, "")
     assert store.get(b"d") is None
-    assert store.put(b"d", b"3") == 1
+    assert store.put(b"d", b"3")[0] == 1
 
 
 def test_safe_under_concurrent_threads(store):

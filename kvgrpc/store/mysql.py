@@ -1,217 +1,28 @@
-"""Storage: one interface, :class:`Store`, and two backends.
-
-- :class:`SQLiteStore` — an embedded SQLite file (standard library), the zero-setup default.
-- :class:`MySQLStore` — one MySQL/MariaDB endpoint through a ``mysql.connector`` pool.
-
-A store is one endpoint: a file or one database server. It knows nothing of replicas,
-routing or gRPC; the domain layer (:mod:`kvgrpc.service`) decides which store serves
-what. Keys and values are bytes here. Every driver error is translated at this boundary
-into a :mod:`kvgrpc.errors` exception whose message holds no SQL, driver text or
-password; the original is logged.
-"""
+"""The MySQL/MariaDB store: one endpoint (a master or a replica) behind a connection pool."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import queue
-import re
-import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from kvgrpc.errors import Aborted, Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
+from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name
 
 _LOGGER = logging.getLogger(__name__)
 
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: The table where the master records the time every few 100 ms; replicas read it back
+#: to measure their lag (precisely, unlike Seconds_Behind_Master, which also reads 0 when
+#: replication has stopped).
+HEARTBEAT_TABLE = "kvgrpc_heartbeat"
 
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record as stored: key, value and version (1 on creation, +1 per overwrite)."""
-
-    key: bytes
-    value: bytes
-    version: int
-
-
-class Store(Protocol):
-    """One storage endpoint. Implementations are safe to share between threads.
-
-    Contract:
-    - ``put`` writes one record durably (committed) and returns its new version.
-    - ``put_many`` writes the records in order in one transaction: all or none; when a
-      key occurs twice, the later record wins. Calling it again with the same records
-      leaves the same content.
-    - ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
-    - ``delete`` reports whether the key existed.
-    - Failures raise :class:`~kvgrpc.errors.KvError` subclasses only: ``Unavailable``
-      when the endpoint cannot be reached, ``ResourceExhausted`` when it is at its
-      concurrency limit, ``Aborted`` on a transaction conflict, ``Internal`` otherwise.
-    """
-
-    #: Where the data lives, for logs and messages (never holds a password).
-    description: str
-
-    def connect(self) -> None:
-        """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
-        ...
-
-    def put(self, key: bytes, value: bytes) -> int: ...
-
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> None: ...
-
-    def get(self, key: bytes) -> StoredRecord | None: ...
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]: ...
-
-    def delete(self, key: bytes) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-def check_table_name(table: str) -> str:
-    """Returns ``table`` if it is a plain SQL identifier; raises InvalidArgument otherwise.
-
-    Table names are the one thing interpolated into SQL, so only ``[A-Za-z_][A-Za-z0-9_]*``
-    (at most 64 characters) is accepted.
-    """
-    if not _TABLE_NAME.fullmatch(table):
-        raise InvalidArgument(
-            f"table name {table!r} is not allowed: use letters, digits and '_' (at most 64)"
-        )
-    return table
-
-
-# --------------------------------------------------------------------------------------
-# SQLite
-# --------------------------------------------------------------------------------------
-
-
-class SQLiteStore:
-    """A SQLite file in WAL mode, with ``synchronous=FULL`` so that commits are durable.
-
-    Thread-safe: each operation borrows one connection from a small pool (connections
-    are never used by two threads at once). SQLite allows one writer at a time; writers
-    wait up to ``busy_timeout`` seconds for each other.
-    """
-
-    def __init__(self, path: str, table: str = "kv", *, busy_timeout: float = 10.0) -> None:
-        self.path = path
-        self.table = check_table_name(table)
-        self.description = f"sqlite:{os.path.abspath(path)} (table {table})"
-        self._busy_timeout = busy_timeout
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        t = f'"{self.table}"'
-        self._sql_put = (
-            f"INSERT INTO {t} (k, v, version) VALUES (?, ?, 1) "
-            f"ON CONFLICT (k) DO UPDATE SET v = excluded.v, version = {t}.version + 1 "
-            f"RETURNING version"
-        )
-        self._sql_put_many = (
-            f"INSERT INTO {t} (k, v, version) VALUES (?, ?, 1) "
-            f"ON CONFLICT (k) DO UPDATE SET v = excluded.v, version = {t}.version + 1"
-        )
-        self._sql_get = f"SELECT v, version FROM {t} WHERE k = ?"
-        self._sql_delete = f"DELETE FROM {t} WHERE k = ?"
-        self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
-        with self._connection() as cnx:
-            cnx.execute(
-                f"CREATE TABLE IF NOT EXISTS {t} ("
-                "k BLOB NOT NULL PRIMARY KEY, v BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1"
-                ") WITHOUT ROWID"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        cnx = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        cnx.execute("PRAGMA journal_mode=WAL")
-        cnx.execute("PRAGMA synchronous=FULL")
-        with self._lock:
-            self._all.append(cnx)
-        return cnx
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            try:
-                cnx = self._idle.get_nowait()
-            except queue.Empty:
-                cnx = self._connect()
-        except sqlite3.Error as exc:
-            _LOGGER.error("cannot open %s: %s", self.description, exc)
-            raise Unavailable(f"the database file {self.path} cannot be opened") from exc
-        try:
-            yield cnx
-        except sqlite3.OperationalError as exc:
-            if cnx.in_transaction:
-                cnx.rollback()
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise ResourceExhausted("the database is busy; retry later") from exc
-            _LOGGER.exception("SQLite operation failed on %s", self.description)
-            raise Internal("storage failure; see the server log") from exc
-        except sqlite3.Error as exc:
-            if cnx.in_transaction:
-                cnx.rollback()
-            _LOGGER.exception("SQLite operation failed on %s", self.description)
-            raise Internal("storage failure; see the server log") from exc
-        finally:
-            self._idle.put(cnx)
-
-    def connect(self) -> None:
-        with self._connection():
-            pass
-
-    def put(self, key: bytes, value: bytes) -> int:
-        with self._connection() as cnx:
-            (version,) = cnx.execute(self._sql_put, (key, value)).fetchone()
-            return int(version)
-
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        if not records:
-            return
-        with self._connection() as cnx:
-            cnx.execute("BEGIN IMMEDIATE")
-            cnx.executemany(self._sql_put_many, records)
-            cnx.execute("COMMIT")
-
-    def get(self, key: bytes) -> StoredRecord | None:
-        with self._connection() as cnx:
-            row = cnx.execute(self._sql_get, (key,)).fetchone()
-        return None if row is None else StoredRecord(key, bytes(row[0]), int(row[1]))
-
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]:
-        found: dict[bytes, StoredRecord] = {}
-        with self._connection() as cnx:
-            for start in range(0, len(keys), 500):  # SQLite's default variable limit is 999+
-                chunk = keys[start : start + 500]
-                sql = self._sql_get_many.format(", ".join("?" * len(chunk)))
-                for k, v, version in cnx.execute(sql, chunk):
-                    found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
-        return found
-
-    def delete(self, key: bytes) -> bool:
-        with self._connection() as cnx:
-            return cnx.execute(self._sql_delete, (key,)).rowcount > 0
-
-    def close(self) -> None:
-        with self._lock:
-            connections, self._all = self._all, []
-        for cnx in connections:
-            cnx.close()
-
-
-# --------------------------------------------------------------------------------------
-# MySQL / MariaDB
-# --------------------------------------------------------------------------------------
+_SEMI_SYNC_STATUS_SQL = (
+    "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+    "WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'"
+)
 
 #: Client error numbers that mean "the server cannot be reached or the link broke".
 _CONNECTION_ERRNOS = frozenset({2002, 2003, 2005, 2006, 2013, 2026, 2027, 2048, 2055})
@@ -289,6 +100,12 @@ class MySQLStore:
     use and again after a connection failure, so an endpoint that is down at start-up or
     restarts later is picked up without restarting the server. ``pool_reset_session`` stays on:
     without it one borrower can commit another's rows.
+
+    With ``create_table`` (the master), every new pool first creates the table and the
+    heartbeat table if they are missing. With ``require_semi_sync``, a write is only
+    acknowledged if semi-synchronous replication is active after its commit, i.e. a
+    replica confirmed it; otherwise it raises Unavailable (the write may be on the master
+    only; repeating it is safe).
     """
 
     def __init__(
@@ -301,6 +118,7 @@ class MySQLStore:
         pool_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         create_table: bool = False,
+        require_semi_sync: bool = False,
     ) -> None:
         if not 1 <= pool_size <= 32:
             raise InvalidArgument(f"pool size {pool_size} is out of range: 1 to 32")
@@ -312,6 +130,10 @@ class MySQLStore:
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self._permits = threading.BoundedSemaphore(pool_size)
+        self._in_use = 0  # permits taken, for pool_usage()
+        self._usage_lock = threading.Lock()
+        self._require_semi_sync = require_semi_sync
+        self._mariadb = True  # refined on first connection (MariaDB or MySQL GTIDs)
         self._pool_lock = threading.Lock()
         self._pool = None
         self._pool_generation = 0
@@ -333,6 +155,10 @@ class MySQLStore:
             " v LONGBLOB NOT NULL,"
             " version BIGINT NOT NULL DEFAULT 1"
             ") ENGINE=InnoDB"
+        )
+        self._sql_create_heartbeat = (
+            f"CREATE TABLE IF NOT EXISTS `{HEARTBEAT_TABLE}` ("
+            " id TINYINT UNSIGNED NOT NULL PRIMARY KEY, ts DATETIME(6) NOT NULL) ENGINE=InnoDB"
         )
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
@@ -363,8 +189,10 @@ class MySQLStore:
             cur = cnx.cursor()
             if self._create_table:
                 cur.execute(self._sql_create_table)
-            cur.execute("SELECT @@max_allowed_packet")
-            (max_packet,) = cur.fetchone()
+                cur.execute(self._sql_create_heartbeat)
+            cur.execute("SELECT @@max_allowed_packet, VERSION()")
+            max_packet, version = cur.fetchone()
+            self._mariadb = "mariadb" in str(version).lower()
             cur.close()
         finally:
             cnx.close()
@@ -380,6 +208,8 @@ class MySQLStore:
                 f"the {self.role} database is at its limit of {self.pool_size} concurrent "
                 f"requests for {self._pool_timeout:g} s; retry later"
             )
+        with self._usage_lock:
+            self._in_use += 1
         cnx = None
         try:
             with self._translate_errors():
@@ -397,6 +227,8 @@ class MySQLStore:
                     cnx.close()  # returns it to the pool (and resets the session)
                 except Exception:  # noqa: BLE001 - a broken link is reconnected on next borrow
                     _LOGGER.debug("returning a connection to the %s pool failed", self.role)
+            with self._usage_lock:
+                self._in_use -= 1
             self._permits.release()
 
     @contextlib.contextmanager
@@ -455,17 +287,18 @@ class MySQLStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes) -> int:
+    def put(self, key: bytes, value: bytes) -> tuple[int, str]:
         with self._connection() as cnx:
             cur = cnx.cursor()
             cur.execute(self._sql_put, (key, value))
-            version = cur.lastrowid
+            version = int(cur.lastrowid)
+            token = self._written(cur)
             cur.close()
-            return int(version)
+            return version, token
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
         if not records:
-            return
+            return ""
         with self._connection() as cnx:
             cur = cnx.cursor()
             cnx.start_transaction()
@@ -476,9 +309,40 @@ class MySQLStore:
             except BaseException:
                 with contextlib.suppress(Exception):
                     cnx.rollback()
-                raise
-            finally:
                 cur.close()
+                raise
+            token = self._written(cur)
+            cur.close()
+            return token
+
+    def delete(self, key: bytes) -> tuple[bool, str]:
+        with self._connection() as cnx:
+            cur = cnx.cursor()
+            cur.execute(self._sql_delete, (key,))
+            deleted = cur.rowcount > 0
+            token = self._written(cur) if deleted else ""
+            cur.close()
+            return deleted, token
+
+    def _written(self, cur) -> str:
+        """After a commit: its token, once semi-sync has confirmed it where that is required.
+
+        One round trip reads the token and, if required, the semi-sync state: ON after the
+        commit returned means a replica acknowledged it (had the wait timed out, the master
+        would have switched semi-sync OFF before returning).
+        """
+        token_sql = "@@last_gtid" if self._mariadb else "@@global.gtid_executed"
+        if not self._require_semi_sync:
+            cur.execute(f"SELECT {token_sql}")
+            return str(cur.fetchone()[0] or "")
+        cur.execute(f"SELECT {token_sql}, ({_SEMI_SYNC_STATUS_SQL})")
+        token, status = cur.fetchone()
+        if str(status).upper() != "ON":
+            raise Unavailable(
+                "semi-synchronous replication is off, so no replica confirmed the write; "
+                "it is not acknowledged (it may be on the master only; repeating it is safe)"
+            )
+        return str(token or "")
 
     def _chunks(self, records: Sequence[tuple[bytes, bytes]]) -> Iterator[Sequence[tuple[bytes, bytes]]]:
         """Splits records into multi-row INSERTs that fit in ``max_allowed_packet``."""
@@ -512,13 +376,51 @@ class MySQLStore:
             cur.close()
         return found
 
-    def delete(self, key: bytes) -> bool:
+
+    # -- replication -------------------------------------------------------------------
+
+    def has_applied(self, token: str, timeout: float) -> bool:
+        if not token:
+            return True
+        sql = ("SELECT MASTER_GTID_WAIT(%s, %s)" if self._mariadb
+               else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)")
         with self._connection() as cnx:
             cur = cnx.cursor()
-            cur.execute(self._sql_delete, (key,))
-            deleted = cur.rowcount > 0
+            cur.execute(sql, (token, max(0.0, timeout)))
+            (result,) = cur.fetchone()
             cur.close()
-            return deleted
+        return result == 0
+
+    def write_heartbeat(self) -> None:
+        with self._connection() as cnx:
+            cur = cnx.cursor()
+            cur.execute(
+                f"INSERT INTO `{HEARTBEAT_TABLE}` (id, ts) VALUES (1, NOW(6)) "
+                "ON DUPLICATE KEY UPDATE ts = NOW(6)"
+            )
+            cur.close()
+
+    def replication_lag(self) -> float | None:
+        with self._connection() as cnx:
+            cur = cnx.cursor()
+            cur.execute(
+                f"SELECT TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM `{HEARTBEAT_TABLE}` WHERE id = 1"
+            )
+            row = cur.fetchone()
+            cur.close()
+        return None if row is None else max(0.0, int(row[0]) / 1e6)
+
+    def semi_sync_active(self) -> bool | None:
+        with self._connection() as cnx:
+            cur = cnx.cursor()
+            cur.execute(_SEMI_SYNC_STATUS_SQL)
+            row = cur.fetchone()
+            cur.close()
+        return None if row is None else str(row[0]).upper() == "ON"
+
+    def pool_usage(self) -> PoolUsage:
+        with self._usage_lock:
+            return PoolUsage(self._in_use, self.pool_size)
 
     def close(self) -> None:
         with self._pool_lock:

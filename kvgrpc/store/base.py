@@ -1,0 +1,102 @@
+"""The storage contract: :class:`Store` and the plain types it uses."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kvgrpc.errors import InvalidArgument
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as stored: key, value and version (1 on creation, +1 per overwrite)."""
+
+    key: bytes
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """How many of an endpoint's connections are in use, and how many it may open."""
+
+    in_use: int
+    size: int
+
+
+class Store(Protocol):
+    """One storage endpoint. Implementations are safe to share between threads.
+
+    Writes:
+    - ``put`` writes one record durably (committed) and returns ``(version, token)``.
+    - ``put_many`` writes the records in order in one transaction: all or none; when a
+      key occurs twice, the later record wins. Calling it again with the same records
+      leaves the same content. Returns the token of the transaction.
+    - ``delete`` returns ``(existed, token)``.
+    - A *token* identifies the write in the endpoint's replication stream (a GTID on
+      MariaDB/MySQL): a replica that has applied it holds the write. ``""`` means there
+      is nothing to wait for (no replication, or the write changed nothing).
+
+    Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
+
+    Replication (endpoints without replication answer trivially):
+    - ``has_applied(token, timeout)`` waits up to ``timeout`` seconds until the endpoint
+      holds the write ``token`` names; returns whether it does.
+    - ``write_heartbeat()`` (master) records the current time in a heartbeat row;
+      ``replication_lag()`` (replica) returns how many seconds old the newest heartbeat
+      it has applied is — an upper bound on how stale its data is — or ``None`` if it has
+      none yet.
+    - ``semi_sync_active()`` (master) tells whether semi-synchronous replication is on,
+      so that a committed write is also on a replica; ``None`` if not applicable.
+
+    Failures raise :class:`~kvgrpc.errors.KvError` subclasses only: ``Unavailable`` when
+    the endpoint cannot be reached, ``ResourceExhausted`` when it is at its concurrency
+    limit, ``Aborted`` on a transaction conflict, ``Internal`` otherwise.
+    """
+
+    #: Where the data lives, for logs and messages (never holds a password).
+    description: str
+
+    def connect(self) -> None:
+        """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
+        ...
+
+    def put(self, key: bytes, value: bytes) -> tuple[int, str]: ...
+
+    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str: ...
+
+    def delete(self, key: bytes) -> tuple[bool, str]: ...
+
+    def get(self, key: bytes) -> StoredRecord | None: ...
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]: ...
+
+    def has_applied(self, token: str, timeout: float) -> bool: ...
+
+    def write_heartbeat(self) -> None: ...
+
+    def replication_lag(self) -> float | None: ...
+
+    def semi_sync_active(self) -> bool | None: ...
+
+    def pool_usage(self) -> PoolUsage: ...
+
+    def close(self) -> None: ...
+
+
+def check_table_name(table: str) -> str:
+    """Returns ``table`` if it is a plain SQL identifier; raises InvalidArgument otherwise.
+
+    Table names are the one thing interpolated into SQL, so only ``[A-Za-z_][A-Za-z0-9_]*``
+    (at most 64 characters) is accepted.
+    """
+    if not _TABLE_NAME.fullmatch(table):
+        raise InvalidArgument(
+            f"table name {table!r} is not allowed: use letters, digits and '_' (at most 64)"
+        )
+    return table
