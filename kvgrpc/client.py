@@ -312,15 +312,20 @@ def _stream_file(client: KeyValueClient, args, out, err) -> int:
     # stream, and the server commits every record sent before it.
     def records() -> Iterator[tuple[str, str]]:
         nonlocal skipped
+        to_skip = args.resume_from
         try:
             for item in read_csv(args.file, header=args.header):
                 if isinstance(item, BadRow):
                     if args.skip_bad and not item.reason.startswith("malformed CSV"):
                         skipped += 1
-                        print(f"skipped {item}", file=err)
+                        if to_skip == 0:
+                            print(f"skipped {item}", file=err)
                         continue
                     stopped.append(item)
                     return
+                if to_skip:
+                    to_skip -= 1  # committed by an earlier run
+                    continue
                 yield item.key, item.value
         except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
             stopped.append(exc)
@@ -338,12 +343,18 @@ def _stream_file(client: KeyValueClient, args, out, err) -> int:
     seconds = time.monotonic() - started
     rate = committed / seconds if seconds > 0 else 0.0
     summary = f"{committed} records committed in {seconds:.2f} s ({rate:,.0f} records/s)"
+    if args.resume_from:
+        summary += f" after the {args.resume_from} skipped by --resume-from"
     if skipped:
         summary += f"; {skipped} bad rows skipped"
     print(summary, file=out)
     if failure is not None:
-        where = _locate_record(args, failure)
+        where = _locate_record(args, failure, args.resume_from)
         print(f"error: {where}{failure} ({committed} records committed before it)", file=err)
+        if not isinstance(failure, InvalidArgument):
+            done = args.resume_from + committed
+            print(f"resume with: --resume-from {done} (records after those may be committed "
+                  "too; loading them again is idempotent)", file=err)
         return 1
     if stopped:
         hint = "; --skip-bad skips such rows" if isinstance(stopped[0], BadRow) else ""
@@ -352,12 +363,12 @@ def _stream_file(client: KeyValueClient, args, out, err) -> int:
     return 0
 
 
-def _locate_record(args, failure: KvError) -> str:
+def _locate_record(args, failure: KvError, offset: int = 0) -> str:
     """For a server error naming 'record N', returns 'line L: ' by re-reading the file."""
     if not isinstance(failure, InvalidArgument) or not failure.message.startswith("record "):
         return ""
     try:
-        index = int(failure.message.split()[1].rstrip(":"))
+        index = int(failure.message.split()[1].rstrip(":")) + offset
     except (IndexError, ValueError):
         return ""
     sent = 0
@@ -404,6 +415,8 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--skip-bad", action="store_true",
                         help="report and skip malformed rows instead of stopping")
     stream.add_argument("--batch-size", type=int, default=500, help="records per message (default 500)")
+    stream.add_argument("--resume-from", type=int, default=0, metavar="N",
+                        help="skip the first N records: those an interrupted run reported committed")
     return p
 
 
