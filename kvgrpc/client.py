@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
-from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, error_class
+from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, Unavailable, error_class
 from kvgrpc.records import Record, check_key
 from kvgrpc.tokens import latest
 
@@ -117,6 +117,13 @@ class KeyValueClient:
             target, options=[("grpc.max_receive_message_length", -1)]
         )
         self._stub = kv_pb2_grpc.KeyValueStub(self._channel)
+
+    def wait_until_connected(self, timeout: float = 10.0) -> None:
+        """Connects now (rather than on the first call); raises Unavailable if it cannot."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(f"cannot connect to {self.target} within {timeout:g} s") from None
 
     def __enter__(self) -> KeyValueClient:
         return self

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
 from kvgrpc.routing import Consistency, EndpointStatus, ReadOptions, ReadRouter
 from kvgrpc.service import KeyValueService
@@ -49,8 +50,8 @@ class ServerConfig:
     pool_timeout: float = 5.0
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_message_bytes: int = 4 << 20
-    max_workers: int = 16
-    max_concurrent_rpcs: int = 100
+    max_workers: int = 32
+    max_concurrent_rpcs: int | None = None  # None: max_workers (no call waits for a thread)
     shutdown_grace: float = 30.0
     max_replica_lag: float = 5.0
     monitor_interval: float = 0.1
@@ -67,10 +68,12 @@ def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
     """Ends the call with the status that the table assigns to a raised error.
 
     The only place that calls ``context.abort``. Anything unexpected is logged and
-    becomes INTERNAL with no detail, never UNKNOWN with internal text.
+    becomes INTERNAL with no detail, never UNKNOWN with internal text. It also makes the
+    call's deadline current (:mod:`kvgrpc.deadlines`) for the layers below.
     """
     try:
-        yield
+        with call_deadline(_deadline(context)):
+            yield
     except grpc.RpcError:
         raise  # the transport's own (e.g. the client cancelled a stream): nothing to add
     except KvError as exc:
@@ -139,7 +142,7 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     def Get(self, request: kv_pb2.GetRequest, context) -> kv_pb2.GetResponse:
         with _status_on_error(context):
             record = self._service.get(
-                request.key, _read_options(request.read_options), _deadline(context)
+                request.key, _read_options(request.read_options), current_deadline()
             )
         return kv_pb2.GetResponse(record=_record_pb(record))
 
@@ -151,7 +154,7 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     def BatchGet(self, request: kv_pb2.BatchGetRequest, context) -> kv_pb2.BatchGetResponse:
         with _status_on_error(context):
             records, missing = self._service.batch_get(
-                list(request.keys), _read_options(request.read_options), _deadline(context)
+                list(request.keys), _read_options(request.read_options), current_deadline()
             )
         return kv_pb2.BatchGetResponse(
             records=[_record_pb(r) for r in records], missing_keys=missing
@@ -222,7 +225,7 @@ class KeyValueServer:
         self.health = health.HealthServicer()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
@@ -288,9 +291,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="largest value accepted (default: 1 MiB)")
     p.add_argument("--max-message-bytes", type=int, default=4 << 20,
                    help="largest request message accepted (default: 4 MiB)")
-    p.add_argument("--max-workers", type=int, default=16, help="RPC worker threads (default: 16)")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=100,
-                   help="calls in progress before new ones get RESOURCE_EXHAUSTED (default: 100)")
+    p.add_argument("--max-workers", type=int, default=32, help="RPC worker threads (default: 32)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=None,
+                   help="calls in progress (running or waiting for a worker) beyond which new "
+                   "ones get RESOURCE_EXHAUSTED (default: --max-workers, so none waits)")
     p.add_argument("--shutdown-grace", type=float, default=30.0,
                    help="seconds in-flight calls may take to finish on SIGTERM/SIGINT (default: 30)")
     p.add_argument("--max-replica-lag", type=float, default=5.0,

@@ -1,26 +1,63 @@
 #!/usr/bin/env bash
-# mysql-sandbox.sh -- throw-away MariaDB master + GTID read replica for kvgrpc.
+# mysql-sandbox.sh -- throw-away MariaDB master + GTID read replicas for kvgrpc.
 #
 # Usage: scripts/mysql-sandbox.sh up | down [--purge] | status | env | install
+#        scripts/mysql-sandbox.sh kill ROLE | stop ROLE | start ROLE | wipe master
 #
-#   up      Create (from nothing) and start a master and a replica on
-#           127.0.0.1, wait until the replica has caught up, write
-#           <dir>/env and print the two connection URLs on stdout, so that
+#   up      Create (from nothing) and start a master and its replicas on
+#           127.0.0.1 (semi-synchronous GTID replication), wait until every
+#           replica has caught up, write <dir>/env and print the two
+#           connection URLs on stdout, so that
 #               eval "$(scripts/mysql-sandbox.sh up)"
-#           sets KVGRPC_MASTER_URL / KVGRPC_REPLICA_URL (not exported).
+#           sets KVGRPC_MASTER_URL / KVGRPC_REPLICA_URL (not exported; with
+#           several replicas KVGRPC_REPLICA_URL is a comma-separated list).
 #           If the sandbox is already running, just prints them again.
-#   down    Stop both servers (by the PIDs in their pid files only).
+#   down    Stop all servers (by the PIDs in their pid files only).
 #           --purge also removes the sandbox directory.
-#   status  Show whether each server runs and the replica's thread states.
-#           Exit 0 only if both run and replication is healthy.
+#   status  Show whether each server runs, the master's semi-sync state and
+#           each replica's thread states. Exit 0 only if all run, replication
+#           is healthy (threads running, no replica ahead of the master) and
+#           semi-sync is active on the master and every replica.
 #   env     Print <dir>/env if the sandbox is up, else exit 1.
 #   install Only make sure the MariaDB binaries exist (apt-get install of
 #           mariadb-server and mariadb-client, as root, only where missing;
 #           `up` does the same). Used by scripts/test.sh.
 #
+# Fault injection (for automated fault tests; ROLE is master, replica,
+# replica2 or replica3; each is bounded and updates the PID entries in
+# <dir>/env):
+#   kill ROLE    kill -9 that server and wait until it is gone.
+#   stop ROLE    Clean shutdown (TERM, bounded wait, then KILL).
+#   start ROLE   Start a stopped/killed server again with its datadir and
+#                config and wait until it accepts connections (a replica then
+#                reconnects to the master on its own; this does not wait for
+#                it to catch up). No-op if it runs.
+#   wipe master  Only while the master is down: destroy its datadir and start
+#                a blank master in its place (same config and port) with the
+#                kvgrpc database and the kvgrpc, kvgrpc_admin and repl accounts
+#                re-created -- same passwords, not binlogged -- and no table
+#                data. The replicas are not touched. Note that they do NOT
+#                fail: MariaDB lets a replica resume at a GTID in a domain the
+#                master has no binlog for, so they reconnect to the blank master
+#                and silently skip its transactions until its sequence numbers
+#                pass theirs (and apply the rest after that). `status` reports
+#                such a replica as diverged (ahead of the master).
+#   Note that `up` on a sandbox where a server is down rebuilds everything
+#   from nothing; use `start ROLE` to bring one server back.
+#
 # Environment:
-#   KVGRPC_SANDBOX_DIR   sandbox directory (default: <repo>/.sandbox)
-#   KVGRPC_SANDBOX_PORT  master TCP port (default 23306); replica uses port+1.
+#   KVGRPC_SANDBOX_DIR       sandbox directory (default: <repo>/.sandbox)
+#   KVGRPC_SANDBOX_PORT      master TCP port (default 23306); replica N uses
+#                            port+N (all must be below 32768).
+#   KVGRPC_SANDBOX_REPLICAS  number of replicas, 1..3 (default 1): roles
+#                            replica, replica2, replica3.
+#   For an existing sandbox, all commands but `up` use the port and replica
+#   count recorded in <dir>/env.
+#
+# <dir>/env also holds KVGRPC_SANDBOX_<ROLE>_{SOCKET,PID,PORT} for every
+# server, KVGRPC_SANDBOX_REPLICAS, and KVGRPC_ADMIN_MASTER_URL /
+# KVGRPC_ADMIN_REPLICA_URL for the kvgrpc_admin account (ALL PRIVILEGES ON *.*
+# WITH GRANT OPTION). <dir>/secrets (mode 600) keeps all account passwords.
 #
 # The servers are fully isolated from any system MariaDB: they are started
 # with --defaults-file pointing at a generated my.cnf (so /etc/mysql and
@@ -37,17 +74,29 @@ REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 
 SANDBOX_DIR=${KVGRPC_SANDBOX_DIR:-$REPO_DIR/.sandbox}
 MASTER_PORT=${KVGRPC_SANDBOX_PORT:-23306}
+REPLICAS=${KVGRPC_SANDBOX_REPLICAS:-1}
+MAX_REPLICAS=3
+
+# Every role there can be, in port / server_id order (master = port, server_id
+# 1; replicaN = port+N, server_id N+1). ROLES / REPLICA_ROLES are the ones of
+# this sandbox (set_roles).
+ALL_ROLES=(master replica replica2 replica3)
+ROLES=()
+REPLICA_ROLES=()
 
 # Written into the sandbox dir; we only ever delete a directory holding it.
 MARKER_NAME=.kvgrpc-mysql-sandbox
 # How long (seconds) to wait for start-up, replication and shutdown.
 TIMEOUT=30
+# Semi-sync: how long (ms) a commit on the master waits for a replica's ack
+# before the master falls back to asynchronous replication.
+SEMISYNC_TIMEOUT_MS=1000
 
 # Client/server environment variables that could redirect our client calls
 # or the servers somewhere else (e.g. MYSQL_PWD would break root login).
 unset MYSQL_PWD MYSQL_HOST MYSQL_TCP_PORT MYSQL_UNIX_PORT MYSQL_HISTFILE
 
-# Everything we create (datadirs, env file with passwords) is private.
+# Everything we create (datadirs, env and secrets files) is private.
 umask 077
 
 # ------------------------------------------------------------- helpers ---
@@ -58,8 +107,11 @@ die() { log "error: $*"; exit 1; }
 usage() {
     cat >&2 <<'EOF'
 usage: scripts/mysql-sandbox.sh up | down [--purge] | status | env | install
+       scripts/mysql-sandbox.sh kill ROLE | stop ROLE | start ROLE | wipe master
+  ROLE: master, replica, replica2, replica3
   env: KVGRPC_SANDBOX_DIR (default <repo>/.sandbox),
-       KVGRPC_SANDBOX_PORT (master port, default 23306; replica = port+1)
+       KVGRPC_SANDBOX_PORT (master port, default 23306; replica N = port+N),
+       KVGRPC_SANDBOX_REPLICAS (1..3, default 1)
 EOF
     exit 2
 }
@@ -104,13 +156,31 @@ ensure_bins() {
     resolve_bins || die "MariaDB binaries still missing after installing ${pkgs[*]}"
 }
 
-# Per-server paths. $1 is "master" or "replica".
+# Set ROLES / REPLICA_ROLES from REPLICAS.
+set_roles() {
+    ROLES=("${ALL_ROLES[@]:0:REPLICAS + 1}")
+    REPLICA_ROLES=("${ALL_ROLES[@]:1:REPLICAS}")
+}
+
+# Per-server paths. $1 is a role: master, replica, replica2 or replica3.
 role_dir() { printf '%s/%s\n' "$SANDBOX_DIR" "$1"; }
 cnf_of()   { printf '%s/my.cnf\n' "$(role_dir "$1")"; }
 sock_of()  { printf '%s/mysqld.sock\n' "$(role_dir "$1")"; }
 pidf_of()  { printf '%s/mysqld.pid\n' "$(role_dir "$1")"; }
 elog_of()  { printf '%s/error.log\n' "$(role_dir "$1")"; }
-port_of()  { if [[ $1 == master ]]; then echo "$MASTER_PORT"; else echo "$((MASTER_PORT + 1))"; fi; }
+# 0 for the master, N for replicaN (1 for replica).
+role_index() {
+    case $1 in
+        master) echo 0 ;;
+        replica) echo 1 ;;
+        replica[2-9]) echo "${1#replica}" ;;
+        *) die "unknown role '$1'" ;;
+    esac
+}
+port_of()      { echo "$((MASTER_PORT + $(role_index "$1")))"; }
+server_id_of() { echo "$(($(role_index "$1") + 1))"; }
+# Prefix of the role's keys in <dir>/env: KVGRPC_SANDBOX_MASTER, ..._REPLICA2.
+env_prefix()   { printf 'KVGRPC_SANDBOX_%s\n' "${1^^}"; }
 
 # Run SQL as root over the unix socket of server $1; SQL comes from stdin
 # (keeps passwords out of `ps`) or from extra args such as -e.
@@ -120,6 +190,9 @@ sql() {
     "$MARIADB" --no-defaults --protocol=SOCKET --socket="$(sock_of "$role")" \
         --user=root --connect-timeout=5 --batch --skip-column-names "$@"
 }
+
+# Value of global status variable $2 of server $1 (e.g. Rpl_semi_sync_master_status).
+global_status() { sql "$1" -e "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2; }
 
 # 24 hex characters of /dev/urandom.
 random_password() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
@@ -215,10 +288,10 @@ wipe_dir() {
         ! -name "$MARKER_NAME" ! -name .gitignore -exec rm -rf -- {} +
 }
 
-# Serialise up/down on the sandbox dir itself (fd 9), so parallel callers
-# (e.g. test workers) don't race. The dir is never removed while locked except
-# by --purge. Every long-lived child must close fd 9 (`9<&-`), or it would keep
-# the lock held after we exit.
+# Serialise up/down/fault commands on the sandbox dir itself (fd 9), so
+# parallel callers (e.g. test workers) don't race. The dir is never removed
+# while locked except by --purge. Every long-lived child must close fd 9
+# (`9<&-`), or it would keep the lock held after we exit.
 lock_dir() {
     command -v flock >/dev/null 2>&1 || return 0
     exec 9<"$SANDBOX_DIR"
@@ -229,18 +302,36 @@ lock_dir() {
 }
 
 validate_config() {
-    [[ $MASTER_PORT =~ ^[0-9]+$ ]] || die "KVGRPC_SANDBOX_PORT must be a number, got '$MASTER_PORT'"
+    [[ $MASTER_PORT =~ ^[0-9]{1,5}$ ]] || die "KVGRPC_SANDBOX_PORT must be a number, got '$MASTER_PORT'"
     MASTER_PORT=$((10#$MASTER_PORT))
-    ((MASTER_PORT >= 1024 && MASTER_PORT + 1 < 32768)) ||
-        die "KVGRPC_SANDBOX_PORT must be in 1024..32766 (replica uses port+1, both below 32768)"
+    [[ $REPLICAS =~ ^[0-9]{1,2}$ ]] || REPLICAS=x
+    if [[ $REPLICAS == x ]] || ((10#$REPLICAS < 1 || 10#$REPLICAS > MAX_REPLICAS)); then
+        die "KVGRPC_SANDBOX_REPLICAS must be 1..$MAX_REPLICAS, got '${KVGRPC_SANDBOX_REPLICAS:-}'"
+    fi
+    REPLICAS=$((10#$REPLICAS))
+    ((MASTER_PORT >= 1024 && MASTER_PORT + REPLICAS < 32768)) ||
+        die "KVGRPC_SANDBOX_PORT must be in 1024..$((32767 - REPLICAS))" \
+            "(replicas use port+1..port+$REPLICAS, all below 32768)"
+    set_roles
     [[ $SANDBOX_DIR == /* ]] || SANDBOX_DIR=$PWD/$SANDBOX_DIR
     SANDBOX_DIR=${SANDBOX_DIR%/}
     [[ -n $SANDBOX_DIR && $SANDBOX_DIR != "${HOME:-}" && $SANDBOX_DIR != "$REPO_DIR" ]] ||
         die "refusing to use '$SANDBOX_DIR' as sandbox dir"
-    # Unix socket paths are limited to 107 bytes.
+    # Unix socket paths are limited to 107 bytes (the last role's is the longest).
     local sock
-    sock=$(sock_of replica)
+    sock=$(sock_of "${ROLES[-1]}")
     ((${#sock} <= 107)) || die "socket path $sock is too long; set a shorter KVGRPC_SANDBOX_DIR"
+}
+
+# For every command but `up`: an existing sandbox keeps the port and replica
+# count it was created with, whatever the environment says now.
+adopt_recorded_config() {
+    local n port
+    n=$(env_value KVGRPC_SANDBOX_REPLICAS)
+    port=$(env_value KVGRPC_SANDBOX_MASTER_PORT)
+    if [[ $n =~ ^[1-9]$ ]] && ((n <= MAX_REPLICAS)); then REPLICAS=$n; fi
+    if [[ $port =~ ^[0-9]{1,5}$ ]]; then MASTER_PORT=$((10#$port)); fi
+    set_roles
 }
 
 # True if something already accepts TCP connections on 127.0.0.1:$1.
@@ -265,7 +356,7 @@ pid-file             = $(pidf_of "$role")
 log-error            = $(elog_of "$role")
 # Private tmpdir: at start-up mariadbd deletes every '#sql*' file in its
 # tmpdir, so sharing /tmp would delete temporary tables of other servers
-# (the other sandbox server, or the system MariaDB).
+# (the other sandbox servers, or the system MariaDB).
 tmpdir               = $dir/tmp
 port                 = $port
 bind-address         = 127.0.0.1
@@ -282,16 +373,41 @@ innodb_flush_log_at_trx_commit = 1
 sync_binlog          = 1
 
 binlog_format        = ROW
+server_id            = $(server_id_of "$role")
+
+# Semi-synchronous replication (built into MariaDB >= 10.3, no plugin). On
+# the master a commit returns only once a replica has acknowledged receiving
+# its events; AFTER_SYNC waits after the binlog fsync and before the engine
+# commit, so no other session sees a transaction that no replica has. After
+# rpl_semi_sync_master_timeout ms without an ack the master falls back to
+# asynchronous replication until a replica has caught up again.
+rpl_semi_sync_master_enabled    = ON
+rpl_semi_sync_master_timeout    = $SEMISYNC_TIMEOUT_MS
+rpl_semi_sync_master_wait_point = AFTER_SYNC
 EOF
         if [[ $role == master ]]; then
             cat <<EOF
-server_id            = 1
+# (The default.) Also without any replica connected, e.g. after all were
+# killed, a commit waits the full timeout once before falling back.
+rpl_semi_sync_master_wait_no_slave = ON
+
 log_bin              = $datadir/master-bin
 EOF
         else
             cat <<EOF
-server_id            = 2
-log_bin              = $datadir/replica-bin
+# The master settings above are there so that a promoted replica acts as a
+# semi-sync master at once. While it is a replica they must not cost
+# anything: with the default wait_no_slave=ON the first transaction the SQL
+# thread applies after every start would wait the full timeout for an ack
+# from replicas of this replica that do not exist (measured on 10.11). With
+# OFF a master without semi-sync replicas never waits -- unlike the sandbox
+# master (ON), which waits the timeout once when its last replica is gone; a
+# promotion may SET GLOBAL rpl_semi_sync_master_wait_no_slave=ON.
+rpl_semi_sync_master_wait_no_slave = OFF
+# This server acknowledges the events it receives from its master.
+rpl_semi_sync_slave_enabled     = ON
+
+log_bin              = $datadir/$role-bin
 log_slave_updates    = 1
 read_only            = 1
 relay_log            = $datadir/relay-bin
@@ -319,22 +435,33 @@ USER_ARGS=()
 install_db() {
     local role=$1
     # --defaults-file must be the first option.
-    "$INSTALL_DB" --defaults-file="$(cnf_of "$role")" "${USER_ARGS[@]}" \
+    if ! "$INSTALL_DB" --defaults-file="$(cnf_of "$role")" "${USER_ARGS[@]}" \
         --auth-root-authentication-method=normal --skip-test-db \
         --skip-name-resolve --force \
-        </dev/null >"$(role_dir "$role")/install.log" 2>&1 9<&-
+        </dev/null >"$(role_dir "$role")/install.log" 2>&1 9<&-; then
+        log "mariadb-install-db failed:"
+        sed 's/^/    /' "$(role_dir "$role")/install.log" >&2
+        show_log_tail "$role"
+        die "mariadb-install-db failed"
+    fi
 }
+
+declare -A STARTED_PIDS=()
+declare -A LOG_OFFSETS=()
 
 # Start mariadbd for role $1 in the background, detached from this script:
 # own session (setsid), no inherited stdin/stdout/stderr (a caller doing
 # "$(... up)" would otherwise hang until the server exits) and no lock fd.
 start_server() {
-    local role=$1
+    local role=$1 elog
     local -a argv=("$MARIADBD" --defaults-file="$(cnf_of "$role")" "${USER_ARGS[@]}")
     if command -v setsid >/dev/null 2>&1; then
         argv=(setsid "${argv[@]}")
     fi
-    "${argv[@]}" </dev/null >>"$(elog_of "$role")" 2>&1 9<&- &
+    # Where this start's messages begin in the (appended-to) error log.
+    elog=$(elog_of "$role")
+    LOG_OFFSETS[$role]=$(stat -c %s -- "$elog" 2>/dev/null || echo 0)
+    "${argv[@]}" </dev/null >>"$elog" 2>&1 9<&- &
     STARTED_PIDS[$role]=$!
 }
 
@@ -345,6 +472,11 @@ wait_for_server() {
         --user=root --connect-timeout=1 ping >/dev/null 2>&1; do
         if ! pid_alive "$pid"; then
             show_log_tail "$role"
+            # Someone took the port between our check and mariadbd's bind().
+            if tail -c +"$((${LOG_OFFSETS[$role]:-0} + 1))" -- "$(elog_of "$role")" 2>/dev/null |
+                grep -q 'Address already in use'; then
+                die "$role mariadbd could not listen on 127.0.0.1:$(port_of "$role"): the port is in use by another process"
+            fi
             die "$role mariadbd exited during start-up"
         fi
         if ((SECONDS >= deadline)); then
@@ -355,25 +487,45 @@ wait_for_server() {
     done
 }
 
+# Fail with a clear message if role $1's port is taken (by anything: our
+# own servers are known to be down when this is called).
+check_port_free() {
+    local port
+    port=$(port_of "$1")
+    if port_in_use "$port"; then
+        die "cannot start $1: port $port on 127.0.0.1 is already in use by another process" \
+            "(free it, or for 'up' set KVGRPC_SANDBOX_PORT)"
+    fi
+}
+
 # Print field $2 of `SHOW SLAVE STATUS` output given in $1 (vertical format).
 slave_field() {
     awk -v key="$2" '{ k = $1; sub(/:$/, "", k) }
         k == key { sub(/^[^:]*: ?/, ""); print; exit }' <<<"$1"
 }
 
+# SHOW SLAVE STATUS of replica $1.
 # (--column-names: vertical output without names would be useless.)
-slave_status() { sql replica --vertical --column-names -e 'SHOW SLAVE STATUS' 2>/dev/null; }
+slave_status() { sql "$1" --vertical --column-names -e 'SHOW SLAVE STATUS' 2>/dev/null; }
 
-# Wait until the replica has applied the master's binlog up to $1 and both
+# Log replica $1's replication errors and error log tail.
+show_replication_errors() {
+    local role=$1 st=$2
+    log "$role Last_IO_Error: $(slave_field "$st" Last_IO_Error)"
+    log "$role Last_SQL_Error: $(slave_field "$st" Last_SQL_Error)"
+    show_log_tail "$role"
+}
+
+# Wait until replica $1 has applied the master's binlog up to $2 and both
 # replication threads run.
 wait_for_replication() {
-    local pos=$1 deadline=$((SECONDS + TIMEOUT)) st io sqlr res
+    local role=$1 pos=$2 deadline=$((SECONDS + TIMEOUT)) st io sqlr res
     while :; do
-        res=$(sql replica -e "SELECT MASTER_GTID_WAIT('$pos', 1)") || {
-            show_log_tail replica
-            die "querying the replica failed"
+        res=$(sql "$role" -e "SELECT MASTER_GTID_WAIT('$pos', 1)") || {
+            show_log_tail "$role"
+            die "querying $role failed"
         }
-        st=$(slave_status) || st=
+        st=$(slave_status "$role") || st=
         io=$(slave_field "$st" Slave_IO_Running)
         sqlr=$(slave_field "$st" Slave_SQL_Running)
         if [[ $res == 0 && $io == Yes && $sqlr == Yes ]]; then
@@ -382,63 +534,229 @@ wait_for_replication() {
         # A stopped thread (No) won't recover by itself: fail at once. While
         # the IO thread is still "Connecting" it retries every second.
         if [[ $io == No || $sqlr == No ]] || ((SECONDS >= deadline)); then
-            log "replica not in sync (gtid wait=$res IO=$io SQL=$sqlr)"
-            log "Last_IO_Error: $(slave_field "$st" Last_IO_Error)"
-            log "Last_SQL_Error: $(slave_field "$st" Last_SQL_Error)"
-            show_log_tail replica
-            die "replication did not catch up with master position $pos"
+            log "$role not in sync (gtid wait=$res IO=$io SQL=$sqlr)"
+            show_replication_errors "$role" "$st"
+            die "$role did not catch up with master position $pos"
         fi
         sleep 0.05
     done
 }
 
+# Wait until all replicas are connected to the master as semi-sync replicas
+# (Rpl_semi_sync_master_clients). Fails at once if an IO thread has stopped.
+wait_for_semisync_replicas() {
+    local deadline=$((SECONDS + TIMEOUT)) clients role st
+    while :; do
+        clients=$(global_status master Rpl_semi_sync_master_clients) || clients=
+        if [[ $clients =~ ^[0-9]+$ ]] && ((clients >= REPLICAS)); then
+            return 0
+        fi
+        for role in "${REPLICA_ROLES[@]}"; do
+            st=$(slave_status "$role") || st=
+            if [[ $(slave_field "$st" Slave_IO_Running) == No ]]; then
+                show_replication_errors "$role" "$st"
+                die "$role's replication IO thread stopped"
+            fi
+        done
+        if ((SECONDS >= deadline)); then
+            show_log_tail master
+            die "only ${clients:-?} of $REPLICAS replicas connected to the master as semi-sync replicas within ${TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+}
+
+# Wait until global status variable $2 of server $1 is $3; bounded by $TIMEOUT.
+wait_for_status() {
+    local role=$1 var=$2 want=$3 deadline=$((SECONDS + TIMEOUT)) got
+    while :; do
+        got=$(global_status "$role" "$var") || got=
+        [[ $got != "$want" ]] || return 0
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$role"
+            die "$role: $var is '${got:-?}', not $want after ${TIMEOUT}s"
+        fi
+        sleep 0.05
+    done
+}
+
+# GTIDs of position $1 (a D-S-N,... list) in domains where position $2 is
+# behind or absent, comma-separated; empty if $1 is not ahead of $2 anywhere.
+gtid_ahead() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        gsub(/[[:space:]]/, "", a); gsub(/[[:space:]]/, "", b)
+        n = split(b, list, ",")
+        for (i = 1; i <= n; i++) if (split(list[i], g, "-") == 3) seq[g[1]] = g[3]
+        n = split(a, list, ",")
+        for (i = 1; i <= n; i++)
+            if (split(list[i], g, "-") == 3 && (!(g[1] in seq) || g[3] + 0 > seq[g[1]] + 0))
+                out = out (out == "" ? "" : ",") list[i]
+        print out
+    }'
+}
+
+# ------------------------------------------------------------ accounts ---
+
+# SQL for the replication account. Created on every server separately (with
+# sql_log_bin=0) before replication starts, so that the replicas can connect
+# before the master binlogs anything: a semi-sync master without connected
+# replicas makes its first commit wait the full semi-sync timeout.
+repl_account_sql() {
+    cat <<EOF
+CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '$1';
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
+EOF
+}
+
+# SQL for the kvgrpc database and the application ($1) and admin ($2) accounts.
+app_accounts_sql() {
+    cat <<EOF
+-- root keeps only the unix socket (install-db also opened it on 127.0.0.1 and ::1).
+DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1';
+CREATE DATABASE kvgrpc CHARACTER SET utf8mb4;
+CREATE USER 'kvgrpc'@'127.0.0.1' IDENTIFIED BY '$1';
+CREATE USER 'kvgrpc'@'localhost' IDENTIFIED BY '$1';
+GRANT ALL PRIVILEGES ON \`kvgrpc\`.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
+-- Observing replication: SHOW MASTER STATUS / binlog positions (BINLOG MONITOR,
+-- formerly REPLICATION CLIENT), SHOW SLAVE STATUS (SLAVE MONITOR, alias
+-- REPLICA MONITOR), SHOW PROCESSLIST of other users (PROCESS).
+GRANT BINLOG MONITOR, SLAVE MONITOR, PROCESS ON *.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
+-- Administration (restores, fault tests): everything.
+CREATE USER 'kvgrpc_admin'@'127.0.0.1' IDENTIFIED BY '$2';
+CREATE USER 'kvgrpc_admin'@'localhost' IDENTIFIED BY '$2';
+GRANT ALL PRIVILEGES ON *.* TO 'kvgrpc_admin'@'127.0.0.1', 'kvgrpc_admin'@'localhost' WITH GRANT OPTION;
+EOF
+}
+
 # ----------------------------------------------------------------- env ---
 
 env_file() { printf '%s/env\n' "$SANDBOX_DIR"; }
+secrets_file() { printf '%s/secrets\n' "$SANDBOX_DIR"; }
 
 print_urls() { grep -E '^KVGRPC_(MASTER|REPLICA)_URL=' "$(env_file)"; }
 
 # Value of KEY in the env file (empty if absent).
-env_value() { sed -n "s/^$1=//p" "$(env_file)" 2>/dev/null | head -n 1; }
+env_value() { [[ ! -f $(env_file) ]] || sed -n "s/^$1=//p" "$(env_file)" | head -n 1; }
 
-write_env() {
-    local pw=$1 tmp
-    tmp=$(env_file).tmp
-    {
-        printf 'KVGRPC_MASTER_URL=mysql://kvgrpc:%s@127.0.0.1:%s/kvgrpc\n' "$pw" "$(port_of master)"
-        printf 'KVGRPC_REPLICA_URL=mysql://kvgrpc:%s@127.0.0.1:%s/kvgrpc\n' "$pw" "$(port_of replica)"
-        printf 'KVGRPC_SANDBOX_MASTER_SOCKET=%q\n' "$(sock_of master)"
-        printf 'KVGRPC_SANDBOX_REPLICA_SOCKET=%q\n' "$(sock_of replica)"
-        printf 'KVGRPC_SANDBOX_MASTER_PID=%s\n' "$(running_pid master)"
-        printf 'KVGRPC_SANDBOX_REPLICA_PID=%s\n' "$(running_pid replica)"
-        printf 'KVGRPC_SANDBOX_MASTER_PORT=%s\n' "$(port_of master)"
-        printf 'KVGRPC_SANDBOX_REPLICA_PORT=%s\n' "$(port_of replica)"
-    } >"$tmp"
+# Value of KEY in the secrets file (empty if absent).
+secret_value() { [[ ! -f $(secrets_file) ]] || sed -n "s/^$1=//p" "$(secrets_file)" | head -n 1; }
+
+# Write stdin to file $1 atomically, mode 600.
+write_private() {
+    local tmp=$1.tmp
+    cat >"$tmp"
     chmod 600 "$tmp"
-    mv -f -- "$tmp" "$(env_file)"
+    mv -f -- "$tmp" "$1"
 }
 
-# Both servers running and the env file written by a completed `up`.
+# URL of user $1 (password $2) on role $3.
+db_url() { printf 'mysql://%s:%s@127.0.0.1:%s/kvgrpc\n' "$1" "$2" "$(port_of "$3")"; }
+
+# Comma-separated URLs of user $1 (password $2) on all replicas, first first.
+replica_urls() {
+    local role urls=
+    for role in "${REPLICA_ROLES[@]}"; do
+        urls+=${urls:+,}$(db_url "$1" "$2" "$role")
+    done
+    printf '%s\n' "$urls"
+}
+
+# The passwords, for `wipe master` to re-create the same accounts.
+write_secrets() {
+    write_private "$(secrets_file)" <<EOF
+# Passwords of the sandbox accounts; read by 'wipe master'.
+KVGRPC_SANDBOX_APP_PASSWORD=$1
+KVGRPC_SANDBOX_ADMIN_PASSWORD=$2
+KVGRPC_SANDBOX_REPL_PASSWORD=$3
+EOF
+}
+
+write_env() {
+    local app_pw=$1 admin_pw=$2 role
+    {
+        printf 'KVGRPC_MASTER_URL=%s\n' "$(db_url kvgrpc "$app_pw" master)"
+        printf 'KVGRPC_REPLICA_URL=%s\n' "$(replica_urls kvgrpc "$app_pw")"
+        for role in "${ROLES[@]}"; do
+            printf '%s_SOCKET=%q\n' "$(env_prefix "$role")" "$(sock_of "$role")"
+        done
+        for role in "${ROLES[@]}"; do
+            printf '%s_PID=%s\n' "$(env_prefix "$role")" "$(running_pid "$role")"
+        done
+        for role in "${ROLES[@]}"; do
+            printf '%s_PORT=%s\n' "$(env_prefix "$role")" "$(port_of "$role")"
+        done
+        printf 'KVGRPC_SANDBOX_REPLICAS=%s\n' "$REPLICAS"
+        printf 'KVGRPC_ADMIN_MASTER_URL=%s\n' "$(db_url kvgrpc_admin "$admin_pw" master)"
+        printf 'KVGRPC_ADMIN_REPLICA_URL=%s\n' "$(replica_urls kvgrpc_admin "$admin_pw")"
+    } | write_private "$(env_file)"
+}
+
+# Rewrite the KVGRPC_SANDBOX_<ROLE>_PID lines of the env file with the
+# current PIDs (empty for a server that is down); leaves the rest alone.
+refresh_env_pids() {
+    local f old line role key
+    f=$(env_file)
+    [[ -f $f ]] || return 0
+    old=$(<"$f")
+    while IFS= read -r line; do
+        for role in "${ROLES[@]}"; do
+            key=$(env_prefix "$role")_PID
+            if [[ $line == "$key="* ]]; then
+                line=$key=$(running_pid "$role" || true)
+                break
+            fi
+        done
+        printf '%s\n' "$line"
+    done <<<"$old" | write_private "$f"
+}
+
+# All servers of the recorded sandbox running and the env file written by a
+# completed `up`.
 sandbox_up() {
-    running_pid master >/dev/null && running_pid replica >/dev/null && [[ -f $(env_file) ]]
+    local n role
+    [[ -f $(env_file) ]] || return 1
+    n=$(env_value KVGRPC_SANDBOX_REPLICAS)
+    [[ $n =~ ^[1-9]$ ]] && ((n <= MAX_REPLICAS)) || n=1
+    for role in "${ALL_ROLES[@]:0:n + 1}"; do
+        running_pid "$role" >/dev/null || return 1
+    done
+}
+
+# For the fault commands: the sandbox must have been set up and $1 must be
+# one of its roles.
+require_role() {
+    local role=$1 r
+    if [[ ! -d $SANDBOX_DIR ]] || ! has_marker; then
+        die "no sandbox in $SANDBOX_DIR (run: scripts/mysql-sandbox.sh up)"
+    fi
+    [[ -f $(env_file) ]] ||
+        die "the sandbox in $SANDBOX_DIR was never completely set up (no env file); run up"
+    for r in "${ROLES[@]}"; do
+        if [[ $r == "$role" ]]; then
+            [[ -f $(cnf_of "$role") ]] || die "$role has no config in $SANDBOX_DIR"
+            return 0
+        fi
+    done
+    die "unknown role '$role'; this sandbox has: ${ROLES[*]}"
 }
 
 # ------------------------------------------------------------ commands ---
 
-declare -A STARTED_PIDS=()
-UP_DONE=0
+OP=
+OP_DONE=0
 
-# If `up` fails half-way, don't leave orphan servers behind.
-cleanup_failed_up() {
-    local rc=$? role
-    ((UP_DONE)) && return 0
-    for role in replica master; do
+# If `up` (or start / wipe) fails half-way, don't leave orphan servers behind.
+cleanup_failed_op() {
+    local rc=$? i role
+    ((OP_DONE)) && return 0
+    for ((i = ${#ALL_ROLES[@]} - 1; i >= 0; i--)); do
+        role=${ALL_ROLES[i]}
         if [[ -n ${STARTED_PIDS[$role]:-} ]]; then
             stop_pid "$role" "${STARTED_PIDS[$role]}" || true
             stop_role "$role" || true
         fi
     done
-    log "up failed (exit $rc); logs are in $SANDBOX_DIR"
+    log "$OP failed (exit $rc); logs are in $SANDBOX_DIR"
 }
 
 cmd_up() {
@@ -450,6 +768,12 @@ cmd_up() {
             die "sandbox in $SANDBOX_DIR already runs on port $(env_value KVGRPC_SANDBOX_MASTER_PORT);" \
                 "run 'down' first to change KVGRPC_SANDBOX_PORT"
         fi
+        local recorded
+        recorded=$(env_value KVGRPC_SANDBOX_REPLICAS)
+        if [[ ${recorded:-1} != "$REPLICAS" ]]; then
+            die "sandbox in $SANDBOX_DIR already runs with ${recorded:-1} replica(s);" \
+                "run 'down' first to change KVGRPC_SANDBOX_REPLICAS"
+        fi
         log "already up ($SANDBOX_DIR)"
         print_urls
         return 0
@@ -457,67 +781,66 @@ cmd_up() {
 
     ensure_bins
 
-    # Half-alive (one server died, or an interrupted up): stop what is left
-    # of ours and start over from nothing.
-    stop_role replica
-    stop_role master
+    # Half-alive (a server died, or an interrupted up): stop what is left of
+    # ours -- any role, also of an earlier sandbox with more replicas -- and
+    # start over from nothing.
+    local i role
+    for ((i = ${#ALL_ROLES[@]} - 1; i >= 0; i--)); do
+        stop_role "${ALL_ROLES[i]}"
+    done
 
-    local role
-    for role in master replica; do
+    for role in "${ROLES[@]}"; do
         if port_in_use "$(port_of "$role")"; then
             die "port $(port_of "$role") on 127.0.0.1 is already in use; set KVGRPC_SANDBOX_PORT"
         fi
     done
 
-    trap cleanup_failed_up EXIT
+    OP=up
+    trap cleanup_failed_op EXIT
     wipe_dir
 
     # 1. Initialise the master's datadir with mariadb-install-db, then clone
-    #    it for the replica. A freshly bootstrapped datadir carries no server
+    #    it for each replica. A freshly bootstrapped datadir carries no server
     #    identity (server_id, binlog and GTID state come from my.cnf and from
-    #    replication), so the copy is equivalent to a second install-db run --
+    #    replication), so the copy is equivalent to another install-db run --
     #    mysql-test-run does the same. Measured on a 2-CPU box: install-db
     #    takes ~0.5 s alone, two in parallel often ~1.5 s; the sparse copy
-    #    (the 96 MiB redo log is mostly zeros) takes ~0.1-0.2 s.
-    for role in master replica; do write_cnf "$role"; done
-    if ! install_db master; then
-        log "mariadb-install-db failed:"
-        sed 's/^/    /' "$(role_dir master)/install.log" >&2
-        show_log_tail master
-        die "mariadb-install-db failed"
-    fi
-    cp -a --sparse=always -- "$(role_dir master)/data/." "$(role_dir replica)/data/"
+    #    (the 96 MiB redo log is mostly zeros) takes ~0.1-0.2 s; the copies
+    #    for several replicas run in parallel.
+    for role in "${ROLES[@]}"; do write_cnf "$role"; done
+    install_db master
+    local -a cp_pids=()
+    for role in "${REPLICA_ROLES[@]}"; do
+        cp -a --sparse=always -- "$(role_dir master)/data/." "$(role_dir "$role")/data/" 9<&- &
+        cp_pids+=($!)
+    done
+    for i in "${cp_pids[@]}"; do
+        wait "$i" || die "copying the master's fresh datadir to a replica failed"
+    done
 
-    # 2. Start both servers and wait until they accept connections.
-    start_server master
-    start_server replica
-    wait_for_server master
-    wait_for_server replica
-    log "master up on 127.0.0.1:$(port_of master), replica up on 127.0.0.1:$(port_of replica)"
+    # 2. Start all servers and wait until they accept connections.
+    for role in "${ROLES[@]}"; do start_server "$role"; done
+    for role in "${ROLES[@]}"; do wait_for_server "$role"; done
+    local ports=
+    for role in "${REPLICA_ROLES[@]}"; do ports+=${ports:+, }$(port_of "$role"); done
+    log "master up on 127.0.0.1:$(port_of master), replicas up on 127.0.0.1 port(s) $ports"
 
-    # 3. Accounts and database, created on the running master so that they are
-    #    binlogged and reach the replica through replication.
-    local app_pw repl_pw
+    # 3. The replication account, on every server without binlogging it (see
+    #    repl_account_sql), then point each replica at the master (GTID, from
+    #    the start of the binlog) and wait until all are connected as
+    #    semi-sync replicas. (The servers are set up in parallel.)
+    local app_pw admin_pw repl_pw
     app_pw=$(random_password)
+    admin_pw=$(random_password)
     repl_pw=$(random_password)
-    sql master <<EOF
--- root keeps only the unix socket (install-db also opened it on 127.0.0.1 and ::1).
-DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1';
-CREATE DATABASE kvgrpc CHARACTER SET utf8mb4;
-CREATE USER 'kvgrpc'@'127.0.0.1' IDENTIFIED BY '$app_pw';
-CREATE USER 'kvgrpc'@'localhost' IDENTIFIED BY '$app_pw';
-GRANT ALL PRIVILEGES ON \`kvgrpc\`.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
--- Observing replication: SHOW MASTER STATUS / binlog positions (BINLOG MONITOR,
--- formerly REPLICATION CLIENT), SHOW SLAVE STATUS (SLAVE MONITOR, alias
--- REPLICA MONITOR), SHOW PROCESSLIST of other users (PROCESS).
-GRANT BINLOG MONITOR, SLAVE MONITOR, PROCESS ON *.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
-CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY '$repl_pw';
-GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';
-EOF
-
-    # 4. Point the replica at the master (GTID, from the start of the binlog)
-    #    and wait until it has applied everything the master has so far.
-    sql replica <<EOF
+    local -a sql_pids=()
+    { echo 'SET sql_log_bin = 0;'; repl_account_sql "$repl_pw"; } | sql master 9<&- &
+    sql_pids+=($!)
+    for role in "${REPLICA_ROLES[@]}"; do
+        {
+            echo 'SET sql_log_bin = 0;'
+            repl_account_sql "$repl_pw"
+            cat <<EOF
 CHANGE MASTER TO
     MASTER_HOST='127.0.0.1',
     MASTER_PORT=$(port_of master),
@@ -527,14 +850,34 @@ CHANGE MASTER TO
     MASTER_CONNECT_RETRY=1;
 START SLAVE;
 EOF
+        } | sql "$role" 9<&- &
+        sql_pids+=($!)
+    done
+    for i in "${sql_pids[@]}"; do
+        wait "$i" || die "creating the replication account or starting replication failed"
+    done
+    wait_for_semisync_replicas
+
+    # 4. Database and the other accounts, created on the running master so
+    #    that they are binlogged and reach the replicas through (semi-sync)
+    #    replication; wait until every replica has applied everything.
+    app_accounts_sql "$app_pw" "$admin_pw" | sql master
     local pos
     pos=$(sql master -e 'SELECT @@GLOBAL.gtid_binlog_pos')
-    wait_for_replication "$pos"
-    log "replica in sync with master at GTID $pos"
+    for role in "${REPLICA_ROLES[@]}"; do wait_for_replication "$role" "$pos"; done
 
-    # 5. Publish connection details.
-    write_env "$app_pw"
-    UP_DONE=1
+    # 5. Semi-sync must be active: on the master (it switches OFF if a commit
+    #    timed out, and back ON once a replica has caught up) and on each
+    #    replica's IO thread.
+    wait_for_status master Rpl_semi_sync_master_status ON
+    for role in "${REPLICA_ROLES[@]}"; do wait_for_status "$role" Rpl_semi_sync_slave_status ON; done
+    log "replicas in sync with master at GTID $pos; semi-sync ON" \
+        "(acknowledged transactions: $(global_status master Rpl_semi_sync_master_yes_tx))"
+
+    # 6. Publish connection details.
+    write_secrets "$app_pw" "$admin_pw" "$repl_pw"
+    write_env "$app_pw" "$admin_pw"
+    OP_DONE=1
     trap - EXIT
     log "env written to $(env_file)"
     print_urls
@@ -553,8 +896,10 @@ cmd_down() {
     fi
     has_marker || die "$SANDBOX_DIR was not created by this script; not touching it"
     lock_dir
-    local role stopped=0
-    for role in replica master; do
+    # Replicas first, then the master; every role, whatever the replica count.
+    local i role stopped=0
+    for ((i = ${#ALL_ROLES[@]} - 1; i >= 0; i--)); do
+        role=${ALL_ROLES[i]}
         if running_pid "$role" >/dev/null; then
             stop_role "$role"
             stopped=1
@@ -565,33 +910,62 @@ cmd_down() {
         has_marker || die "marker vanished from $SANDBOX_DIR; not removing it"
         rm -rf -- "$SANDBOX_DIR"
         log "removed $SANDBOX_DIR"
+    elif [[ -f $(env_file) ]]; then
+        refresh_env_pids
     fi
 }
 
 cmd_status() {
     local role pid healthy=1
-    for role in master replica; do
+    for role in "${ROLES[@]}"; do
         if pid=$(running_pid "$role"); then
-            printf '%-8s running (pid %s, 127.0.0.1:%s, socket %s)\n' \
+            printf '%-9s running (pid %s, 127.0.0.1:%s, socket %s)\n' \
                 "$role:" "$pid" "$(port_of "$role")" "$(sock_of "$role")"
         else
-            printf '%-8s not running\n' "$role:"
+            printf '%-9s not running\n' "$role:"
             healthy=0
         fi
     done
-    if running_pid replica >/dev/null && [[ -n ${MARIADB:-} ]]; then
-        local st io sqlr
-        st=$(slave_status || true)
+    [[ -n ${MARIADB:-} ]] || return 1
+    if running_pid master >/dev/null; then
+        local mst
+        mst=$(global_status master Rpl_semi_sync_master_status 2>/dev/null) || mst=
+        printf 'semi-sync master: Rpl_semi_sync_master_status=%s clients=%s yes_tx=%s no_tx=%s\n' \
+            "${mst:-?}" \
+            "$(global_status master Rpl_semi_sync_master_clients 2>/dev/null || true)" \
+            "$(global_status master Rpl_semi_sync_master_yes_tx 2>/dev/null || true)" \
+            "$(global_status master Rpl_semi_sync_master_no_tx 2>/dev/null || true)"
+        [[ $mst == ON ]] || healthy=0
+    fi
+    for role in "${REPLICA_ROLES[@]}"; do
+        running_pid "$role" >/dev/null || continue
+        local st io sqlr sss e
+        st=$(slave_status "$role" || true)
         io=$(slave_field "$st" Slave_IO_Running)
         sqlr=$(slave_field "$st" Slave_SQL_Running)
-        printf 'replication: Slave_IO_Running=%s Slave_SQL_Running=%s Seconds_Behind_Master=%s Gtid_IO_Pos=%s\n' \
-            "${io:-?}" "${sqlr:-?}" "$(slave_field "$st" Seconds_Behind_Master)" "$(slave_field "$st" Gtid_IO_Pos)"
-        local e
+        sss=$(global_status "$role" Rpl_semi_sync_slave_status 2>/dev/null) || sss=
+        printf 'replication %s: Slave_IO_Running=%s Slave_SQL_Running=%s Seconds_Behind_Master=%s Gtid_IO_Pos=%s Rpl_semi_sync_slave_status=%s\n' \
+            "$role" "${io:-?}" "${sqlr:-?}" "$(slave_field "$st" Seconds_Behind_Master)" \
+            "$(slave_field "$st" Gtid_IO_Pos)" "${sss:-?}"
         for e in Last_IO_Error Last_SQL_Error; do
-            [[ -z $(slave_field "$st" "$e") ]] || printf '%s: %s\n' "$e" "$(slave_field "$st" "$e")"
+            [[ -z $(slave_field "$st" "$e") ]] || printf '%s %s: %s\n' "$role" "$e" "$(slave_field "$st" "$e")"
         done
-        [[ $io == Yes && $sqlr == Yes ]] || healthy=0
-    fi
+        [[ $io == Yes && $sqlr == Yes && $sss == ON ]] || healthy=0
+        # A replica that has applied GTIDs its master does not have, e.g.
+        # after `wipe master`: replication may look fine but has diverged.
+        # (Replica first: the master only moves ahead in between.)
+        local spos mpos ahead
+        if running_pid master >/dev/null &&
+            spos=$(sql "$role" -e 'SELECT @@GLOBAL.gtid_slave_pos' 2>/dev/null) &&
+            mpos=$(sql master -e 'SELECT @@GLOBAL.gtid_binlog_pos' 2>/dev/null); then
+            ahead=$(gtid_ahead "$spos" "$mpos")
+            if [[ -n $ahead ]]; then
+                printf '%s DIVERGED: has applied %s, beyond the master'"'"'s binlog (gtid_binlog_pos %s)\n' \
+                    "$role" "$ahead" "${mpos:-empty}"
+                healthy=0
+            fi
+        fi
+    done
     ((healthy))
 }
 
@@ -600,16 +974,124 @@ cmd_env() {
     cat -- "$(env_file)"
 }
 
+# kill ROLE: SIGKILL, as a crash would; wait (bounded) until it is gone.
+cmd_kill() {
+    local role=$1 pid i
+    require_role "$role"
+    lock_dir
+    if ! pid=$(running_pid "$role"); then
+        log "$role is not running"
+    else
+        log "killing $role (pid $pid) with SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        # Gone, or a zombie (which holds no files or ports any more).
+        for ((i = 0; i < TIMEOUT * 50; i++)); do
+            is_our_server "$role" "$pid" || break
+            sleep 0.02
+        done
+        ! is_our_server "$role" "$pid" || die "$role (pid $pid) still alive ${TIMEOUT}s after SIGKILL"
+        # A killed server leaves its pid file (and socket) behind.
+        rm -f -- "$(pidf_of "$role")"
+    fi
+    refresh_env_pids
+}
+
+# stop ROLE: clean shutdown.
+cmd_stop() {
+    local role=$1
+    require_role "$role"
+    lock_dir
+    if running_pid "$role" >/dev/null; then
+        stop_role "$role"
+    else
+        log "$role is not running"
+    fi
+    refresh_env_pids
+}
+
+# start ROLE: start a stopped server again on its datadir and config.
+cmd_start() {
+    local role=$1 pid
+    require_role "$role"
+    resolve_bins || die "MariaDB binaries not found (run: scripts/mysql-sandbox.sh install)"
+    lock_dir
+    if pid=$(running_pid "$role"); then
+        log "$role is already running (pid $pid)"
+        refresh_env_pids
+        return 0
+    fi
+    if [[ ! -d $(role_dir "$role")/data/mysql ]]; then
+        die "$role has no initialised datadir in $(role_dir "$role")/data" \
+            "$([[ $role != master ]] || echo "(use 'wipe master' to create a blank one)")"
+    fi
+    check_port_free "$role"
+    OP="start $role"
+    trap cleanup_failed_op EXIT
+    start_server "$role"
+    wait_for_server "$role"
+    OP_DONE=1
+    trap - EXIT
+    refresh_env_pids
+    log "$role started (pid ${STARTED_PIDS[$role]}, 127.0.0.1:$(port_of "$role"))"
+}
+
+# wipe master: a blank master (accounts only) in place of a dead one.
+cmd_wipe() {
+    local role=$1 pid app_pw admin_pw repl_pw
+    [[ $role == master ]] || die "wipe supports only the master, not '$role'"
+    require_role master
+    resolve_bins || die "MariaDB binaries not found (run: scripts/mysql-sandbox.sh install)"
+    lock_dir
+    if pid=$(running_pid master); then
+        die "master is running (pid $pid); kill or stop it first"
+    fi
+    app_pw=$(secret_value KVGRPC_SANDBOX_APP_PASSWORD)
+    admin_pw=$(secret_value KVGRPC_SANDBOX_ADMIN_PASSWORD)
+    repl_pw=$(secret_value KVGRPC_SANDBOX_REPL_PASSWORD)
+    [[ -n $app_pw && -n $admin_pw && -n $repl_pw ]] ||
+        die "passwords missing from $(secrets_file) (sandbox made by an older version?); run down and up"
+    check_port_free master
+
+    OP="wipe master"
+    trap cleanup_failed_op EXIT
+    has_marker || die "refusing to wipe in $SANDBOX_DIR: marker file missing"
+    log "destroying the master's datadir $(role_dir master)/data"
+    rm -rf -- "$(role_dir master)/data"
+    rm -f -- "$(pidf_of master)"
+    mkdir -p -- "$(role_dir master)/data"
+    install_db master
+    start_server master
+    wait_for_server master
+    # Nothing of this is binlogged: the new master's binlog starts empty, as
+    # on a freshly provisioned server.
+    {
+        echo 'SET sql_log_bin = 0;'
+        repl_account_sql "$repl_pw"
+        app_accounts_sql "$app_pw" "$admin_pw"
+    } | sql master
+    OP_DONE=1
+    trap - EXIT
+    refresh_env_pids
+    log "master replaced by a blank server (pid ${STARTED_PIDS[master]}, 127.0.0.1:$(port_of master));" \
+        "replicas untouched"
+}
+
 main() {
     [[ $# -ge 1 ]] || usage
     local cmd=$1
     shift
     case $cmd in
         up) [[ $# -eq 0 ]] || usage; validate_config; cmd_up ;;
-        down) [[ $# -le 1 ]] || usage; validate_config; cmd_down "$@" ;;
-        status) [[ $# -eq 0 ]] || usage; validate_config; resolve_bins || true; cmd_status ;;
+        down) [[ $# -le 1 ]] || usage; validate_config; adopt_recorded_config; cmd_down "$@" ;;
+        status) [[ $# -eq 0 ]] || usage; validate_config; adopt_recorded_config; resolve_bins || true; cmd_status ;;
         env) [[ $# -eq 0 ]] || usage; validate_config; cmd_env ;;
         install) [[ $# -eq 0 ]] || usage; ensure_bins; log "using $MARIADBD, $INSTALL_DB, $MARIADB, $MARIADB_ADMIN" ;;
+        kill | stop | start | wipe)
+            [[ $# -eq 1 ]] || usage
+            validate_config
+            adopt_recorded_config
+            "cmd_$cmd" "$1"
+            ;;
         *) usage ;;
     esac
 }

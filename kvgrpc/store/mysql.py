@@ -9,6 +9,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from kvgrpc.deadlines import time_left
 from kvgrpc.errors import Aborted, Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
 from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name
 
@@ -96,7 +97,8 @@ class MySQLStore:
     Thread-safe. ``mysql.connector``'s pool never waits (an exhausted pool raises
     ``PoolError`` at once) and holds at most 32 connections, so a semaphore of
     ``pool_size`` permits bounds the borrowers: a caller waits up to ``pool_timeout``
-    seconds for a permit, then gets ``ResourceExhausted``. The pool is created on first
+    seconds for a permit (less if its call's deadline comes first, see
+    :mod:`kvgrpc.deadlines`), then gets ``ResourceExhausted``. The pool is created on first
     use and again after a connection failure, so an endpoint that is down at start-up or
     restarts later is picked up without restarting the server. ``pool_reset_session`` stays on:
     without it one borrower can commit another's rows.
@@ -203,10 +205,10 @@ class MySQLStore:
     @contextlib.contextmanager
     def _connection(self) -> Iterator:
         """Borrows a pooled connection, translating driver errors on the way out."""
-        if not self._permits.acquire(timeout=self._pool_timeout):
+        if not self._permits.acquire(timeout=time_left(self._pool_timeout)):
             raise ResourceExhausted(
                 f"the {self.role} database is at its limit of {self.pool_size} concurrent "
-                f"requests for {self._pool_timeout:g} s; retry later"
+                "requests and none finished in time; retry later"
             )
         with self._usage_lock:
             self._in_use += 1

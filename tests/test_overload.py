@@ -1,0 +1,92 @@
+"""Overload: 200 concurrent calls against pools of 8 connections.
+
+Replication is paused and half the calls are reads carrying a write token the replica has
+not applied, so each of those holds a replica connection for the router's whole token
+wait: the pools really run out, and the server must shed load with clear statuses,
+within the calls' deadlines, and give every connection back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kvgrpc.errors import KvError, ResourceExhausted, Unavailable
+from tests.test_consistency import replication_paused
+
+DEADLINE = 5.0
+CALLS = 200
+
+
+def kvgrpc_connections(sandbox, role: str) -> int:
+    (count,) = sandbox.query(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'kvgrpc'",
+        role=role, root=True,
+    )[0]
+    return count
+
+
+def storm(server, sandbox, token: str):
+    """CALLS calls at once, each on its own channel; returns their outcomes and the peak
+    number of kvgrpc connections seen on each database meanwhile."""
+    outcomes: list[tuple[str, float, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(CALLS)
+
+    def call(n: int) -> None:
+        with server.client(timeout=DEADLINE) as client:
+            client.wait_until_connected()
+            start.wait(timeout=60)
+            began = time.monotonic()
+            try:
+                if n % 4 == 0:
+                    client.put(f"o{n}", b"y")
+                elif n % 4 == 1:
+                    client.batch_get([f"o{i}" for i in range(n, n + 100)])
+                else:
+                    client.get(f"o{n}", min_write_token=token)
+                outcome, message = "ok", ""
+            except KvError as exc:
+                outcome, message = type(exc).__name__, str(exc)
+            with lock:
+                outcomes.append((outcome, time.monotonic() - began, message))
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(CALLS)]
+    for t in threads:
+        t.start()
+    peak = {"master": 0, "replica": 0}
+    while any(t.is_alive() for t in threads):
+        for role in peak:
+            peak[role] = max(peak[role], kvgrpc_connections(sandbox, role))
+        threads[-1].join(0.02)
+    return outcomes, peak
+
+
+def test_200_concurrent_calls_succeed_or_fail_clearly_and_leak_nothing(start_server, sandbox, table_name):
+    before = {role: kvgrpc_connections(sandbox, role) for role in ("master", "replica")}
+    server = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name,
+                          pool_size=8, pool_timeout=2.0, max_workers=32)
+    with server.client() as kv:
+        kv.stream_put((f"o{i}", b"x" * 100) for i in range(1000))
+    sandbox.wait_for_replica()
+    with replication_paused(sandbox), server.client() as kv:
+        kv.put("unapplied", b"1")
+        outcomes, peak = storm(server, sandbox, kv.last_write_token)
+
+    counts = {kind: sum(o == kind for o, _, _ in outcomes) for kind in {o for o, _, _ in outcomes}}
+    print(f"overload outcomes: {counts}, slowest {max(s for _, s, _ in outcomes):.2f} s, "
+          f"peak connections {peak}")
+    assert len(outcomes) == CALLS
+    assert set(counts) <= {"ok", ResourceExhausted.__name__, Unavailable.__name__}, outcomes
+    assert counts.get(ResourceExhausted.__name__, 0) > 0  # the server did shed load
+    assert counts.get("ok", 0) >= 32
+    for outcome, seconds, message in outcomes:
+        assert seconds < DEADLINE
+        if outcome != "ok":
+            assert message and "PoolError" not in message and "pool exhausted" not in message
+    # The pools never held more than their size ...
+    assert peak["master"] - before["master"] <= 8 and peak["replica"] - before["replica"] <= 8
+    # ... and stopping the server gives every connection back.
+    server.server.stop(grace=1)
+    after = {role: kvgrpc_connections(sandbox, role) - before[role] for role in before}
+    assert after == {"master": 0, "replica": 0}
