@@ -172,7 +172,12 @@ class ReadRouter:
                 endpoint.lag = None
 
     def _healthy(self, replica: _Endpoint) -> bool:
-        return replica.reachable and replica.lag is not None and replica.lag <= self.max_lag
+        """Serving eventual reads: reachable and not lagging — or, while the master is
+        unreachable (no heartbeats, so every lag grows), merely reachable: then a replica
+        is the best copy there is."""
+        if not replica.reachable or replica.lag is None:
+            return False
+        return replica.lag <= self.max_lag or not self.master.reachable
 
     @property
     def semi_sync_off(self) -> bool:
@@ -243,8 +248,8 @@ class ReadRouter:
             snapshot = [(e, e.reachable, e.lag, e.semi_sync, e.problem) for e in endpoints]
         for endpoint, reachable, lag, semi_sync, problem in snapshot:
             usage = endpoint.store.pool_usage()
-            healthy = reachable if endpoint.role != "replica" else (
-                reachable and lag is not None and lag <= self.max_lag)
+            with self._lock:
+                healthy = self._healthy(endpoint) if endpoint.role == "replica" else reachable
             result.append(EndpointStatus(
                 name=endpoint.store.description, role=endpoint.role, reachable=reachable,
                 healthy=healthy, lag=lag, pool_in_use=usage.in_use, pool_size=usage.size,

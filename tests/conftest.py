@@ -6,6 +6,7 @@ Tests that need MariaDB never skip: if the sandbox cannot start, they fail.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -27,26 +28,66 @@ REPO = Path(__file__).resolve().parent.parent
 SANDBOX_SCRIPT = REPO / "scripts" / "mysql-sandbox.sh"
 
 
-def _free_port_pair() -> int:
-    """A port P below the ephemeral range (32768+) such that P and P+1 are free on loopback."""
+def _free_port_pair(count: int = 2) -> int:
+    """A port P below the ephemeral range (32768+) such that P .. P+count-1 are free on loopback."""
     for _ in range(200):
         port = random.randrange(20000, 32000)
         try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
+            with contextlib.ExitStack() as stack:
+                for offset in range(count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port + offset))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free port pair below 32768")
+    raise RuntimeError("no free ports below 32768")
 
 
 @dataclass
 class Sandbox:
-    """A running MariaDB master + GTID replica started by scripts/mysql-sandbox.sh."""
+    """A running MariaDB master + GTID replica(s) started by scripts/mysql-sandbox.sh."""
 
     dir: Path
     env: dict[str, str]
+    script_env: dict[str, str]
+
+    @classmethod
+    def up(cls, directory: Path, replicas: int = 1) -> Sandbox:
+        script_env = dict(os.environ, KVGRPC_SANDBOX_DIR=str(directory),
+                          KVGRPC_SANDBOX_PORT=str(_free_port_pair(replicas + 1)),
+                          KVGRPC_SANDBOX_REPLICAS=str(replicas))
+        sandbox = cls(directory, {}, script_env)
+        sandbox.run("up")
+        return sandbox
+
+    def run(self, *args: str) -> None:
+        """Runs `mysql-sandbox.sh ARGS` on this sandbox (e.g. "kill", "replica"); fails the test on error."""
+        result = subprocess.run(["bash", str(SANDBOX_SCRIPT), *args], env=self.script_env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"mysql-sandbox.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}",
+                        pytrace=False)
+        self._load_env()
+
+    def _load_env(self) -> None:
+        path = self.dir / "env"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                self.env[name.strip()] = value.strip().strip("'\"")
+
+    def down(self) -> None:
+        subprocess.run(["bash", str(SANDBOX_SCRIPT), "down", "--purge"], env=self.script_env,
+                       capture_output=True)
+
+    def endpoint(self, name: str) -> MySQLEndpoint:
+        return MySQLEndpoint.from_url(self.env[name].split(",")[0])
+
+    @property
+    def replicas(self) -> tuple[MySQLEndpoint, ...]:
+        return tuple(MySQLEndpoint.from_url(url) for url in self.env["KVGRPC_REPLICA_URL"].split(","))
 
     @property
     def master(self) -> MySQLEndpoint:
@@ -54,17 +95,17 @@ class Sandbox:
 
     @property
     def replica(self) -> MySQLEndpoint:
-        return MySQLEndpoint.from_url(self.env["KVGRPC_REPLICA_URL"])
+        return self.replicas[0]
 
     def connect(self, role: str = "master", *, root: bool = False):
-        """A direct connection (autocommit) to the master or the replica.
+        """A direct connection (autocommit) to ``role``: master, replica, replica2, replica3.
 
-        ``root`` connects as root over the unix socket (to bypass read_only on the replica).
+        ``root`` connects as root over the unix socket (to bypass read_only on a replica).
         """
         if root:
             sock = self.env[f"KVGRPC_SANDBOX_{role.upper()}_SOCKET"]
             return mysql.connector.connect(unix_socket=sock, user="root", autocommit=True)
-        ep = self.master if role == "master" else self.replica
+        ep = self.master if role == "master" else self.replicas[int(role[7:] or 1) - 1]
         return mysql.connector.connect(
             host=ep.host, port=ep.port, user=ep.user, password=ep.password,
             database=ep.database, autocommit=True,
@@ -79,27 +120,34 @@ class Sandbox:
         finally:
             cnx.close()
 
-    def wait_for_replica(self, timeout: float = 30.0) -> None:
+    def wait_for_replica(self, timeout: float = 30.0, role: str = "replica") -> None:
         """Blocks until the replica has applied everything the master has committed."""
         (pos,) = self.query("SELECT @@gtid_binlog_pos")[0]
-        (result,) = self.query("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout), role="replica")[0]
-        assert result == 0, f"replica did not reach {pos} within {timeout} s"
+        (result,) = self.query("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout), role=role)[0]
+        assert result == 0, f"{role} did not reach {pos} within {timeout} s"
 
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory) -> Sandbox:
-    directory = tmp_path_factory.mktemp("sandbox")
-    env = dict(os.environ, KVGRPC_SANDBOX_DIR=str(directory), KVGRPC_SANDBOX_PORT=str(_free_port_pair()))
-    up = subprocess.run(["bash", str(SANDBOX_SCRIPT), "up"], env=env, capture_output=True, text=True)
-    if up.returncode != 0:
-        pytest.fail(f"mysql-sandbox.sh up failed:\n{up.stdout}\n{up.stderr}", pytrace=False)
-    values = {}
-    for line in (directory / "env").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            values[name.strip()] = value.strip().strip("'\"")
-    yield Sandbox(directory, values)
-    subprocess.run(["bash", str(SANDBOX_SCRIPT), "down", "--purge"], env=env, capture_output=True)
+    """The MariaDB pair shared by the session; tests must leave it as they found it."""
+    pair = Sandbox.up(tmp_path_factory.mktemp("sandbox"))
+    yield pair
+    pair.down()
+
+
+@pytest.fixture
+def own_sandbox(tmp_path_factory):
+    """A factory of MariaDB sandboxes for one test alone (fault tests kill servers):
+    ``own_sandbox(replicas=2)``. Stopped at the end of the test."""
+    started: list[Sandbox] = []
+
+    def make(replicas: int = 1) -> Sandbox:
+        started.append(Sandbox.up(tmp_path_factory.mktemp("own-sandbox"), replicas))
+        return started[-1]
+
+    yield make
+    for box in started:
+        box.down()
 
 
 _table_numbers = itertools.count()

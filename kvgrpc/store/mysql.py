@@ -20,6 +20,15 @@ _LOGGER = logging.getLogger(__name__)
 #: replication has stopped).
 HEARTBEAT_TABLE = "kvgrpc_heartbeat"
 
+# Some calls of the C extension (commit, rollback) raise its own error type, not a
+# mysql.connector.Error: a lost connection during COMMIT arrives as one of these.
+try:
+    from _mysql_connector import MySQLInterfaceError as _CInterfaceError
+
+    _C_ERRORS: tuple[type[Exception], ...] = (_CInterfaceError,)
+except ImportError:
+    _C_ERRORS = ()
+
 _SEMI_SYNC_STATUS_SQL = (
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
     "WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_STATUS'"
@@ -245,7 +254,7 @@ class MySQLStore:
             raise ResourceExhausted(
                 f"the {self.role} database has no free connection; retry later"
             ) from exc
-        except mysql.connector.Error as exc:
+        except (mysql.connector.Error, *_C_ERRORS) as exc:
             raise self._translate(exc) from exc
 
     def _translate(self, exc) -> KvError:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from kvgrpc.errors import FailedPrecondition, Unavailable
 from kvgrpc.store.base import check_table_name
-from kvgrpc.store.mysql import MySQLEndpoint
+from kvgrpc.store.mysql import HEARTBEAT_TABLE, MySQLEndpoint
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def restore(source: MySQLEndpoint, target: MySQLEndpoint, *, force: bool = False
     """Rebuilds the master ``target`` from the replica ``source``, then re-attaches it.
 
     ``target`` must be reachable and empty (a replacement or an emptied master), unless
-    ``force``. Steps: stop replication on the source and read its GTID position; on the
+    ``force``; kvgrpc servers may stay pointed at it, but must not write meanwhile. Steps: stop replication on the source and read its GTID position; on the
     target, reset the binlog and set its GTID state to that position (so the replica can
     resume from it), then copy every table of the database with binlogging off (the
     replica already holds the rows); finally restart replication on the source.
@@ -161,13 +161,18 @@ def restore(source: MySQLEndpoint, target: MySQLEndpoint, *, force: bool = False
         cur.execute("CREATE DATABASE IF NOT EXISTS `%s`" % check_table_name(database))
         cur.execute(f"USE `{database}`")
         cur.execute("SHOW TABLES")
-        existing = [t for (t,) in cur.fetchall()]
+        # The heartbeat table is the servers' own (they write it to a blank master too):
+        # no sign of data. It is copied like the rest, so both sides hold the same row.
+        existing = [t for (t,) in cur.fetchall() if t != HEARTBEAT_TABLE]
         nonempty = [t for t in existing if _one(dst, f"SELECT COUNT(*) FROM `{t}`")[0] > 0]
         if nonempty and not force:
             raise FailedPrecondition(
                 f"the target master already has data in {', '.join(nonempty)}; "
                 "restore only rebuilds an empty master (pass --force to overwrite)"
             )
+        # Servers still pointed at the target (their heartbeats) must not write while its
+        # binlog is reset; read_only stops them, not this administrative session.
+        cur.execute("SET GLOBAL read_only = 1")
         log("stopping replication on the source replica")
         src.cursor().execute("STOP SLAVE")
         (position,) = _one(src, "SELECT @@gtid_slave_pos")
@@ -185,6 +190,7 @@ def restore(source: MySQLEndpoint, target: MySQLEndpoint, *, force: bool = False
             cur.execute(ddl)
             tables[table] = _copy_table(src, dst, table, batch)
             log(f"copied {tables[table]} rows of {table}")
+        cur.execute("SET GLOBAL read_only = 0")
         cur.close()
         log("restarting replication on the source replica")
         src.cursor().execute("START SLAVE")

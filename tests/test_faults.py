@@ -1,0 +1,339 @@
+"""Faults against real mariadbd processes: kill -9 a replica, the master, the kvgrpc server;
+destroy the master's data and restore it from the replica.
+
+Each test has its own sandbox (it kills servers). Figures each test observed are printed
+(`pytest -s tests/test_faults.py` shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from kvgrpc.client import KeyValueClient
+from kvgrpc.errors import KvError, NotFound, Unavailable
+from tests.conftest import run_cli
+from tests.test_consistency import replica_only_row, wait_until
+
+
+def value_of(kv, key: str) -> bytes | None:
+    try:
+        return kv.get(key)
+    except NotFound:
+        return None
+
+
+class ReadLoop:
+    """Gets in a loop on another thread, counting successes and failures."""
+
+    def __init__(self, client: KeyValueClient, key: str) -> None:
+        self.ok = 0
+        self.failures: list[str] = []
+        self.values: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, key))
+        self._thread.start()
+
+    def _run(self, client: KeyValueClient, key: str) -> None:
+        while not self._stop.is_set():
+            try:
+                self.values.add(client.get(key))
+                self.ok += 1
+            except KvError as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> ReadLoop:
+        self._stop.set()
+        self._thread.join()
+        return self
+
+
+def write_csv(path, n: int) -> dict[str, str]:
+    records = {f"row{i:07d}": f"value {i} " + "x" * 80 for i in range(n)}
+    with open(path, "w") as f:
+        f.write("key,value\n")
+        f.writelines(f"{k},{v}\n" for k, v in records.items())
+    return records
+
+
+def content(sandbox, table: str, role: str = "master") -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in sandbox.query(f"SELECT k, v FROM `{table}`", role=role)}
+
+
+def rows(sandbox, table: str, role: str = "master") -> int:
+    return sandbox.query(f"SELECT COUNT(*) FROM `{table}`", role=role)[0][0]
+
+
+def test_replica_killed_reads_never_fail_and_return_to_it(own_sandbox, start_server, table_name):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client() as kv:
+        kv.put("k", b"from-master")
+        box.wait_for_replica()
+        replica_only_row(box, table_name, "k2", "from-replica")
+        wait_until(lambda: value_of(kv, "k2") == b"from-replica", what="reads served by the replica")
+
+        loop = ReadLoop(kv, "k")
+        box.run("kill", "replica")
+        killed = time.monotonic()
+        wait_until(lambda: not kv.status()[1].reachable, what="the replica marked unreachable")
+        reads_at_kill = loop.ok
+        wait_until(lambda: loop.ok > reads_at_kill + 200, what="reads after the kill")
+        box.run("start", "replica")
+        restarted = time.monotonic()
+        wait_until(lambda: value_of(kv, "k2") == b"from-replica", timeout=20,
+                   what="reads served by the replica again")
+        back = time.monotonic() - restarted
+        loop.stop()
+    print(f"\nreplica kill: {loop.ok} reads, {len(loop.failures)} failed; "
+          f"replica down {restarted - killed:.2f} s; reads back on it {back:.2f} s after restart")
+    assert loop.failures == []
+    assert back < 10
+
+
+def test_reads_spread_over_two_replicas_and_survive_losing_one(own_sandbox, start_server, table_name):
+    box = own_sandbox(replicas=2)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client() as kv:
+        kv.put("seed", b"m")
+        for role in ("replica", "replica2"):
+            box.wait_for_replica(role=role)
+        # The same key written on each replica alone: the value says who answered.
+        for role in ("replica", "replica2"):
+            cnx = box.connect(role, root=True)
+            cur = cnx.cursor()
+            cur.execute("SET SESSION sql_log_bin = 0")
+            cur.execute(f"INSERT INTO kvgrpc.`{table_name}` (k, v) VALUES ('who', %s)", (role,))
+            cnx.close()
+        wait_until(lambda: all(e.healthy for e in kv.status()), what="both replicas healthy")
+        answers = {kv.get("who") for _ in range(40)}
+        assert answers == {b"replica", b"replica2"}
+
+        loop = ReadLoop(kv, "who")
+        box.run("kill", "replica2")
+        wait_until(lambda: not kv.status()[2].reachable, what="replica2 marked unreachable")
+        mark = loop.ok
+        wait_until(lambda: loop.ok > mark + 100, what="reads after the kill")
+        after = {kv.get("who") for _ in range(40)}
+        loop.stop()
+    assert loop.failures == []
+    assert after == {b"replica"}
+
+
+def test_master_killed_writes_fail_fast_reads_continue_then_recover(own_sandbox, start_server, table_name):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client(timeout=10) as kv:
+        kv.put("k", b"v")
+        box.wait_for_replica()
+        box.run("kill", "master")
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="master database .* is unreachable"):
+            kv.put("k", b"w")
+        to_unavailable = time.monotonic() - started
+        for _ in range(50):
+            assert kv.get("k") == b"v"  # eventual reads, from the replica
+        with pytest.raises(Unavailable):
+            kv.get("k", consistency="strong")
+        box.run("start", "master")
+        restarted = time.monotonic()
+
+        def write_succeeds():
+            try:
+                return kv.put("k", b"after") >= 2
+            except Unavailable:
+                return False
+
+        wait_until(write_succeeds, timeout=20, what="writes to succeed again")
+        recovered = time.monotonic() - restarted
+    print(f"\nmaster kill: first write UNAVAILABLE after {to_unavailable * 1000:.0f} ms "
+          f"(deadline 10 s); writes back {recovered:.2f} s after the master restarted")
+    assert to_unavailable < 1.0
+
+
+def _stream(target: str, path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.client", "--target", target, "stream", str(path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _committed(output: str) -> int:
+    return int(re.match(r"(\d+) records committed", output).group(1))
+
+
+def test_server_killed_mid_stream_then_resume(own_sandbox, tmp_path, table_name):
+    box = own_sandbox()
+    records = write_csv(tmp_path / "load.csv", 300_000)
+
+    def server():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
+             "--table", table_name, "--master", box.env["KVGRPC_MASTER_URL"],
+             "--replica", box.env["KVGRPC_REPLICA_URL"]],
+            stderr=subprocess.PIPE, text=True,
+        )
+        for line in proc.stderr:
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                threading.Thread(target=proc.stderr.read, daemon=True).start()
+                return proc, f"127.0.0.1:{m.group(1)}"
+        raise AssertionError("the server did not start")
+
+    first, target = server()
+    try:
+        client = _stream(target, tmp_path / "load.csv")
+        wait_until(lambda: rows(box, table_name) > 20_000, what="part of the load committed")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        out, err = client.communicate(timeout=60)
+        assert client.returncode == 1 and "error:" in err
+        acknowledged = _committed(out)
+        found = rows(box, table_name)
+        print(f"\nserver kill: client saw {acknowledged} acknowledged; {found} rows in the database")
+        assert found >= acknowledged
+        stored = content(box, table_name)
+        assert all(stored[k] == records[k] for k in list(records)[:acknowledged])
+
+        second, target = server()
+        resume = _stream(target, tmp_path / "load.csv", "--resume-from", str(acknowledged))
+        out, err = resume.communicate(timeout=300)
+        assert resume.returncode == 0, err
+        assert _committed(out) == len(records) - acknowledged
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    finally:
+        for proc in (first, locals().get("second")):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert content(box, table_name) == records
+
+
+def test_master_killed_mid_stream_then_resume(own_sandbox, start_server, tmp_path, table_name):
+    box = own_sandbox()
+    records = write_csv(tmp_path / "load.csv", 300_000)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    client = _stream(server.target, tmp_path / "load.csv")
+    wait_until(lambda: rows(box, table_name) > 20_000, what="part of the load committed")
+    box.run("kill", "master")
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 1
+    assert "UNAVAILABLE" in err.upper() or "unreachable" in err
+    acknowledged = _committed(out)
+    assert f"resume with: --resume-from {acknowledged}" in err
+    box.run("start", "master")
+    found = rows(box, table_name)
+    print(f"\nmaster kill mid-stream: client saw {acknowledged} acknowledged; {found} rows after restart")
+    assert found >= acknowledged > 0
+    stored = content(box, table_name)
+    assert all(stored[k] == records[k] for k in list(records)[:acknowledged])
+
+    result = run_cli("--target", server.target, "stream", str(tmp_path / "load.csv"),
+                     "--resume-from", str(acknowledged))
+    assert result.returncode == 0, result.stderr
+    assert content(box, table_name) == records
+    box.wait_for_replica()
+    assert content(box, table_name, role="replica") == records
+
+
+def test_semi_sync_off_means_writes_are_refused(own_sandbox, start_server, table_name):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name,
+                          require_semi_sync=True)
+    with server.client() as kv:
+        kv.put("a", b"1")
+        box.run("stop", "replica")  # no replica left to confirm writes
+        with pytest.raises(Unavailable, match="semi-synchronous replication is off"):
+            for _ in range(3):  # the first commit waits out the 1 s semi-sync timeout
+                kv.put("b", b"2")
+        box.run("start", "replica")
+
+        def accepted():
+            try:
+                kv.put("c", b"3")
+                return True
+            except Unavailable:
+                return False
+
+        wait_until(accepted, timeout=20, what="writes accepted with semi-sync back")
+
+
+def test_master_data_destroyed_restored_from_replica(own_sandbox, start_server, table_name):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name,
+                          require_semi_sync=True)
+    acknowledged = {}
+    with server.client() as kv:
+        for i in range(300):
+            kv.put(f"ack{i}", f"v{i}")
+            acknowledged[f"ack{i}"] = f"v{i}"
+        kv.stream_put((f"bulk{i}", f"b{i}") for i in range(5000))
+        acknowledged.update({f"bulk{i}": f"b{i}" for i in range(5000)})
+
+        box.run("kill", "master")
+        box.run("wipe", "master")  # a blank master at the same address
+        admin = dict(os.environ)
+        started = time.monotonic()
+        restore = subprocess.run(
+            [sys.executable, "-m", "kvgrpc.admin", "restore",
+             "--from", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0],
+             "--to", box.env["KVGRPC_ADMIN_MASTER_URL"]],
+            capture_output=True, text=True, env=admin, timeout=120,
+        )
+        seconds = time.monotonic() - started
+        assert restore.returncode == 0, restore.stderr + restore.stdout
+        assert content(box, table_name) == acknowledged
+
+        check = subprocess.run(
+            [sys.executable, "-m", "kvgrpc.admin", "check", "--table", table_name,
+             "--master", box.env["KVGRPC_ADMIN_MASTER_URL"],
+             "--replica", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0]],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert check.returncode == 0 and check.stdout.strip().endswith("clean"), check.stdout
+
+        # The same server, not restarted, writes again, and replication carries on.
+        wait_until(lambda: _put_ok(kv, "after-restore"), timeout=20, what="writes after restore")
+        box.wait_for_replica()
+        assert box.query(f"SELECT v FROM `{table_name}` WHERE k = 'after-restore'",
+                         role="replica") == [(b"x",)]
+    print(f"\nrestore: {len(acknowledged)} acknowledged writes, all present after restore "
+          f"({seconds:.2f} s); check clean")
+
+
+def _put_ok(kv, key: str) -> bool:
+    try:
+        kv.put(key, b"x")
+        return True
+    except Unavailable:
+        return False
+
+
+def test_check_lists_differing_keys(sandbox, mysql_server):
+    table = mysql_server.config.table
+    with mysql_server.client() as kv:
+        kv.stream_put((f"c{i:05d}", b"v") for i in range(2500))
+    sandbox.wait_for_replica()
+    replica_only_row(sandbox, table, "c01000x", "extra")
+    cnx = sandbox.connect("replica", root=True)
+    cur = cnx.cursor()
+    cur.execute("SET SESSION sql_log_bin = 0")
+    cur.execute(f"UPDATE kvgrpc.`{table}` SET v = 'changed' WHERE k = 'c02000'")
+    cnx.close()
+    result = run_cli_admin("check", "--table", table, "--master", sandbox.env["KVGRPC_ADMIN_MASTER_URL"],
+                           "--replica", sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0])
+    assert result.returncode == 1
+    assert "master 2500 rows, replica 2501 rows" in result.stdout
+    assert "differs: c01000x" in result.stdout and "differs: c02000" in result.stdout
+    assert result.stdout.count("differs:") == 2 and result.stdout.strip().endswith("DIFFERENT")
+
+
+def run_cli_admin(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvgrpc.admin", *args],
+                          capture_output=True, text=True, timeout=120)
