@@ -337,3 +337,24 @@ def test_check_lists_differing_keys(sandbox, mysql_server):
 def run_cli_admin(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvgrpc.admin", *args],
                           capture_output=True, text=True, timeout=120)
+
+
+def test_admin_status_prints_each_endpoint(own_sandbox, start_server, table_name):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name,
+                          require_semi_sync=True)
+    with server.client() as kv:
+        wait_until(lambda: kv.status()[1].lag_ms is not None and kv.status()[0].semi_sync_active,
+                   what="first measurements")
+    healthy = run_cli_admin("status", "--target", server.target)
+    assert healthy.returncode == 0, healthy.stdout
+    master_line, replica_line = healthy.stdout.splitlines()[1:]
+    assert master_line.startswith("master    yes       yes") and "semi-sync on" in master_line
+    assert replica_line.startswith("replica   yes       yes") and f":{box.replica.port}/" in replica_line
+    box.run("kill", "replica")
+    with server.client() as kv:
+        wait_until(lambda: not kv.status()[1].reachable, what="the replica marked unreachable")
+    degraded = run_cli_admin("status", "--target", server.target)
+    assert degraded.returncode == 1
+    assert degraded.stdout.splitlines()[2].startswith("replica   NO        NO")
+    assert "unreachable" in degraded.stdout
