@@ -133,6 +133,7 @@ def test_master_killed_writes_fail_fast_reads_continue_then_recover(own_sandbox,
     with server.client(timeout=10) as kv:
         kv.put("k", b"v")
         box.wait_for_replica()
+        wait_until(lambda: kv.status()[1].healthy, what="a measured, healthy replica")
         box.run("kill", "master")
         started = time.monotonic()
         with pytest.raises(Unavailable, match="master database .* is unreachable"):
