@@ -8,11 +8,12 @@ gRPC code. The transport (:mod:`kvgrpc.server`) converts messages and calls this
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kvgrpc.errors import InvalidArgument, KvError, NotFound, Unavailable
-from kvgrpc.records import Limits, Record, check_key, check_value, describe_key
+from kvgrpc.records import MAX_KEY_BYTES, Limits, Record, check_key, check_value, describe_key
 from kvgrpc.routing import EVENTUAL, EndpointStatus, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 
@@ -23,8 +24,8 @@ _LOGGER = logging.getLogger(__name__)
 class CommitPolicy:
     """When StreamPut commits: after this many records or bytes, and at the end."""
 
-    max_records: int = 2000
-    max_bytes: int = 4 << 20
+    max_records: int = 10000
+    max_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,41 +104,41 @@ class KeyValueService:
         it are committed and ``InvalidArgument`` names the bad record's index in the
         stream; on any failure the raised error's ``committed`` is the number of leading
         records committed (acknowledged), and no record after them is.
+
+        Batches are committed on a second thread, one at a time and in order, while this
+        one receives and checks the next batch: the database works while Python parses.
         """
         policy = self.commit_policy
-        committed = 0
-        token = ""
+        max_key, max_value = MAX_KEY_BYTES, self.limits.max_value_bytes
+        committer = _Committer(self._write)
         pending: list[tuple[bytes, bytes]] = []
         pending_bytes = 0
-
-        def commit() -> None:
-            nonlocal committed, token, pending, pending_bytes
-            if pending:
-                batch = pending
-                token = self._write(lambda store: store.put_many(batch)) or token
-                committed += len(pending)
-                pending, pending_bytes = [], 0
-
         index = 0
         try:
             for batch in batches:
                 for key, value in batch:
-                    where = f"record {index}"
-                    try:
-                        record = (check_key(key, where), check_value(value, where, self.limits))
-                    except InvalidArgument:
-                        commit()  # the valid prefix stays committed
-                        raise
-                    pending.append(record)
-                    pending_bytes += len(record[0]) + len(record[1])
+                    k = key.encode("utf-8")
+                    if not k or len(k) > max_key or len(value) > max_value:
+                        where = f"record {index}"  # built only for the error
+                        check_key(key, where)
+                        check_value(value, where, self.limits)
+                    pending.append((k, value))
+                    pending_bytes += len(k) + len(value)
                     index += 1
                     if len(pending) >= policy.max_records or pending_bytes >= policy.max_bytes:
-                        commit()
-            commit()
-        except KvError as exc:
-            exc.committed = committed
+                        committer.submit(pending)
+                        pending, pending_bytes = [], 0
+            committer.submit(pending)
+            committer.drain()
+        except InvalidArgument as exc:
+            exc.committed = committer.finish(pending)  # the valid prefix stays committed
             raise
-        return StreamResult(committed, token)
+        except KvError as exc:
+            exc.committed = committer.finish()
+            raise
+        finally:
+            committer.close()  # waits for a commit still in flight (e.g. the client left)
+        return StreamResult(committer.committed, committer.token)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -193,3 +194,53 @@ class KeyValueService:
         self.router.stop()
         for store in [self.writer, *self.readers]:
             store.close()
+
+
+class _Committer:
+    """Commits StreamPut batches on its own thread, in order, at most one at a time.
+
+    ``submit`` hands over a batch after waiting for the previous one, so at most two
+    batches are held in memory and a failure stops everything after it. ``committed``
+    counts the records of batches whose commit succeeded.
+    """
+
+    def __init__(self, write: Callable) -> None:
+        self._write = write
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
+        self._in_flight: Future | None = None
+        self.committed = 0
+        self.token = ""
+
+    def _commit(self, batch: list[tuple[bytes, bytes]]) -> tuple[int, str]:
+        return len(batch), self._write(lambda store: store.put_many(batch))
+
+    def drain(self) -> None:
+        """Waits for the batch in flight; raises its error if it failed."""
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            count, token = future.result()
+            self.committed += count
+            self.token = token or self.token
+
+    def submit(self, batch: list[tuple[bytes, bytes]]) -> None:
+        self.drain()
+        if batch:
+            self._in_flight = self._executor.submit(self._commit, batch)
+
+    def finish(self, last: list[tuple[bytes, bytes]] | None = None) -> int:
+        """Ends the stream after a failure: commits ``last`` too if all went well so far.
+
+        Returns how many records are committed; never raises (the caller is already
+        reporting an error), except that a failed ``last`` commit is simply not counted.
+        """
+        try:
+            self.drain()
+            if last:
+                self.submit(last)
+                self.drain()
+        except KvError:
+            pass
+        return self.committed
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

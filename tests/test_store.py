@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -179,3 +180,32 @@ def test_endpoint_url_parsing_and_redaction():
 def test_table_names_are_restricted(tmp_path):
     with pytest.raises(InvalidArgument):
         SQLiteStore(str(tmp_path / "x.sqlite3"), "kv; DROP TABLE kv")
+
+
+def test_mysql_bulk_batches_load_new_keys_and_upsert_existing_ones(sandbox, table_name):
+    """put_many's LOAD DATA fast path (new keys) and its fallback (existing or repeated keys)
+    give the same content and versions as single puts would."""
+    store = MySQLStore(sandbox.master, table_name, create_table=True)
+    try:
+        tricky = b"\t\n\\\x00'\"%s,\r\n" * 3
+        fresh = [(f"bulk{i}".encode(), tricky + str(i).encode()) for i in range(1000)]
+        def inserts() -> int:
+            return int(sandbox.query("SHOW GLOBAL STATUS LIKE 'Com_insert'")[0][1])
+
+        before = inserts()
+        store.put_many(fresh)  # all new: loaded by LOAD DATA, not a single INSERT
+        assert inserts() == before
+        assert {k: (r.value, r.version) for k, r in store.get_many([k for k, _ in fresh]).items()} == {
+            k: (v, 1) for k, v in fresh}
+        mixed = fresh[:500] + [(f"new{i}".encode(), b"n") for i in range(500)]
+        store.put_many(mixed)  # half exist: rolled back, upserted
+        got = store.get_many([k for k, _ in mixed])
+        assert [got[k].version for k, _ in mixed] == [2] * 500 + [1] * 500
+        repeated = [(f"rep{i % 300}".encode(), str(i).encode()) for i in range(600)]
+        store.put_many(repeated)  # keys repeat inside the batch: the later record wins
+        got = store.get_many([f"rep{i}".encode() for i in range(300)])
+        assert {k: (r.value, r.version) for k, r in got.items()} == {
+            f"rep{i}".encode(): (str(i + 300).encode(), 2) for i in range(300)}
+        assert os.listdir(store._bulk_load_dir) == []  # batch files are removed
+    finally:
+        store.close()
