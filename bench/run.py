@@ -1,0 +1,454 @@
+"""kvgrpc benchmark suite: kvgrpc against its floors, measured side by side in one run.
+
+    .venv/bin/python bench/run.py [--size small|full] [--repeat N] [--out DIR]
+    bench/run.sh ...            (the same, after bootstrapping .venv with the `bench` extra)
+
+It starts everything itself: a MariaDB master + GTID replica (scripts/mysql-sandbox.sh, in a
+temporary directory, on free ports below 32768; `down --purge` at the end, also on failure)
+and one `python -m kvgrpc.server` subprocess on that pair (default flags; ready once a
+grpc.health.v1 Check says SERVING). Data: 14-byte keys, 100-byte values, generated on disk.
+
+What is measured (each benchmark --repeat times; median (min-max) reported):
+
+1. Ingest of a CSV (full 1,000,000 records, small 20,000) into an empty table, timed until
+   the replica holds every row (MASTER_GTID_WAIT on the replica for the master's
+   @@gtid_binlog_pos): `LOAD DATA LOCAL INFILE` over one mysql-connector connection (opened
+   before the clock starts) vs `python -m kvgrpc.client stream FILE` as a subprocess (clock
+   from just before the spawn, so its interpreter start-up counts). Ratio = kvgrpc records/s
+   / LOAD DATA records/s of the same repeat; target >= 0.75.
+2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1 thread and from 8 threads
+   that share ONE channel (one KeyValueClient; the health stub has its own shared channel):
+   the floor, grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put
+   (new keys, committed before the reply). Ratio = calls/s / health calls/s in the same
+   setting and repeat; targets Get >= 0.8 (both), Put >= 0.5 (1 thread), >= 0.75 (8 threads).
+3. BatchGet of 100 existing keys, 1 and 8 threads on the shared channel: keys/s; target
+   >= 50,000 keys/s.
+4. Baseline without kvgrpc: point SELECT of the same rows on the replica with
+   mysql-connector (C extension), 1 connection, then 4 threads with a connection each: rows/s.
+5. Memory: `kvgrpc.client stream` of a large CSV (full 10,000,000 records, small 200,000)
+   while the client's and the server's RSS is sampled from /proc/PID/statm every 0.2 s.
+   Reported: start (the sample at 10% of the run, after start-up), peak and end (last
+   sample) in MB. Target: flat (peak - start <= 10 MB) and peak < 150 MB, for each.
+6. CPU per item for each process: client, server, master, replica. Server and mariadbd:
+   utime+stime deltas from /proc/PID/stat around the timed window (all their threads,
+   background work included: the server's 100 ms heartbeat, InnoDB's threads). Client: for
+   a CLI subprocess, os.wait4's rusage of that process (exact, its start-up included); for
+   in-process clients (unary calls, LOAD DATA, SELECT), getrusage(RUSAGE_SELF) of this
+   benchmark process over the window: the calling threads and gRPC's C-core threads (the
+   main thread only waits meanwhile). µs per record (ingest), per call (unary), per key
+   (BatchGet), per row (SELECT).
+
+Output: a plain-text table on stdout; bench-SIZE.json and bench-SIZE.png in --out
+(default bench/out/).
+"""
+
+from __future__ import annotations
+
+# mysql-connector-python's C extension fails to load once ssl/hashlib are imported (grpc
+# imports them): load it before anything else (DEVELOPERS.md).
+import _mysql_connector  # noqa: F401  isort: skip
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import mysql.connector
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import harness
+import report
+from kvgrpc.client import KeyValueClient
+
+KV_TABLE = "bench_kv"  # the server's table
+LOAD_TABLE = "bench_load"  # LOAD DATA's table
+BATCH_KEYS = 100
+THREADS = 8
+SELECT_THREADS = 4
+WARMUP_CALLS = 20
+
+
+@dataclass(frozen=True)
+class Size:
+    records: int  # ingest CSV; also the rows read by Get, BatchGet and SELECT
+    memory_records: int  # the memory run's CSV
+    seconds: float  # each unary / SELECT measurement
+    repeat: int  # default --repeat
+
+
+SIZES = {
+    "small": Size(records=20_000, memory_records=200_000, seconds=0.5, repeat=1),
+    "full": Size(records=1_000_000, memory_records=10_000_000, seconds=5.0, repeat=3),
+}
+
+
+@dataclass
+class Run:
+    """One timed measurement: ``items`` (records, calls, keys or rows) in ``seconds``."""
+
+    items: int
+    seconds: float
+    cpu: dict[str, float]  # CPU seconds in the window: client, server, master, replica
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    size_name: str
+    size: Size
+    repeat: int
+    workdir: Path
+    sandbox: harness.Sandbox
+    server: harness.KvServer
+    ingest_csv: Path
+    memory_csv: Path
+    results: dict[str, list[Run]] = field(default_factory=dict)
+
+    def record(self, name: str, run: Run) -> None:
+        self.results.setdefault(name, []).append(run)
+        print(f"  {name}: {run.items:,} in {run.seconds:.2f} s "
+              f"({run.items / run.seconds:,.0f}/s)", file=sys.stderr, flush=True)
+
+    def meter(self, in_process_client: bool) -> harness.CpuMeter:
+        pids = {"server": self.server.pid, "master": self.sandbox.pid("master"),
+                "replica": self.sandbox.pid("replica")}
+        return harness.CpuMeter({"client": None, **pids} if in_process_client else pids)
+
+
+# --------------------------------------------------------------------------------------
+# 1. Ingest
+# --------------------------------------------------------------------------------------
+
+
+def ingest_load_data(ctx: Context) -> Run:
+    """LOAD DATA LOCAL INFILE into an empty table, until the replica has applied it."""
+    ctx.sandbox.empty_table(LOAD_TABLE)
+    cnx = ctx.sandbox.connect("master", allow_local_infile=True,
+                              allow_local_infile_in_path=str(ctx.ingest_csv.parent))
+    meter = ctx.meter(in_process_client=True)
+    try:
+        cur = cnx.cursor()
+        meter.start()
+        started = time.perf_counter()
+        cur.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{LOAD_TABLE}` FIELDS TERMINATED BY ',' "
+            "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES (k, v)",
+            (str(ctx.ingest_csv),))
+        ctx.sandbox.wait_replica()
+        seconds = time.perf_counter() - started
+        cpu = meter.stop()
+    finally:
+        cnx.close()
+    check_rows(ctx, LOAD_TABLE, ctx.size.records)
+    return Run(ctx.size.records, seconds, cpu)
+
+
+def ingest_stream(ctx: Context) -> Run:
+    """`python -m kvgrpc.client stream FILE` into an empty table, until the replica has it."""
+    ctx.sandbox.empty_table(KV_TABLE)
+    meter = ctx.meter(in_process_client=False)
+    meter.start()
+    started = time.perf_counter()
+    client = harness.run_client(ctx.server.target, ["stream", str(ctx.ingest_csv)], ctx.workdir)
+    ctx.sandbox.wait_replica()
+    seconds = time.perf_counter() - started
+    cpu = {**meter.stop(), "client": client.cpu}
+    check_rows(ctx, KV_TABLE, ctx.size.records)
+    return Run(ctx.size.records, seconds, cpu,
+               extra={"client_summary": client.summary, "client_seconds": client.seconds})
+
+
+def check_rows(ctx: Context, table: str, expected: int) -> None:
+    found = ctx.sandbox.count(table, "replica")
+    if found != expected:
+        raise RuntimeError(f"replica table {table} holds {found:,} rows, expected {expected:,}")
+
+
+# --------------------------------------------------------------------------------------
+# 2.-4. Calls for a fixed time, from N threads
+# --------------------------------------------------------------------------------------
+
+# An operation is a factory: given a thread's index it returns that thread's call, a
+# function that makes one call and returns how many items it handled (1, or the keys a
+# BatchGet returned). The factory runs on the thread itself, before the clock starts.
+Operation = Callable[[int], Callable[[], int]]
+
+
+def run_for(op: Operation, threads: int, seconds: float, meter: harness.CpuMeter,
+            expect: int = 1) -> Run:
+    """Runs ``op`` on ``threads`` threads for ``seconds`` after a warm-up of WARMUP_CALLS
+    calls each (whose results must be ``expect`` items); returns items, calls, CPU."""
+    ready = threading.Barrier(threads + 1)
+    go = threading.Event()
+    deadline = [0.0]
+    calls = [0] * threads
+    items = [0] * threads
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            call = op(index)
+            for _ in range(WARMUP_CALLS):
+                if (got := call()) != expect:
+                    raise RuntimeError(f"warm-up call returned {got} items, expected {expect}")
+            ready.wait()
+            go.wait()
+            while time.perf_counter() < deadline[0]:
+                items[index] += call()
+                calls[index] += 1
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            errors.append(exc)
+            ready.abort()
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    meter.start()
+    started = time.perf_counter()
+    if not errors:  # else the deadline stays 0: a thread still waiting for `go` ends at once
+        deadline[0] = started + seconds
+    go.set()
+    for t in workers:
+        t.join()
+    if errors:
+        raise errors[0]
+    elapsed = time.perf_counter() - started
+    return Run(sum(items), elapsed, meter.stop(), calls=sum(calls))
+
+
+def random_keys(records: int, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [harness.key_of(rng.randrange(records)) for _ in range(count)]
+
+
+def health_op(stub: health_pb2_grpc.HealthStub) -> Operation:
+    def for_thread(index: int) -> Callable[[], int]:
+        def call() -> int:
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            return 1
+        return call
+    return for_thread
+
+
+def get_op(kv: KeyValueClient, records: int) -> Operation:
+    def for_thread(index: int) -> Callable[[], int]:
+        keys = itertools.cycle(random_keys(records, 5000, seed=index))
+
+        def call() -> int:
+            kv.get(next(keys))  # NotFound would fail the benchmark: every key exists
+            return 1
+        return call
+    return for_thread
+
+
+def put_op(kv: KeyValueClient, repeat_index: int) -> Operation:
+    value = os.urandom(75).hex()[:100].encode()  # 100 bytes
+
+    def for_thread(index: int) -> Callable[[], int]:
+        numbers = itertools.count()
+
+        def call() -> int:
+            kv.put(f"p{repeat_index:02d}{index:02d}{next(numbers):09d}", value)  # 14-byte new keys
+            return 1
+        return call
+    return for_thread
+
+
+def batch_get_op(kv: KeyValueClient, records: int) -> Operation:
+    def for_thread(index: int) -> Callable[[], int]:
+        rng = random.Random(1000 + index)
+        batches = itertools.cycle([[harness.key_of(i) for i in rng.sample(range(records), BATCH_KEYS)]
+                                   for _ in range(200)])
+
+        def call() -> int:
+            return len(kv.batch_get(next(batches)))
+        return call
+    return for_thread
+
+
+def select_op(sandbox: harness.Sandbox, records: int, opened: list) -> Operation:
+    """A point SELECT on the replica, the query the server's Get runs, one connection per thread."""
+    sql = f"SELECT v, version FROM `{KV_TABLE}` WHERE k = %s"
+
+    def for_thread(index: int) -> Callable[[], int]:
+        cnx = sandbox.connect("replica")
+        opened.append(cnx)
+        cur = cnx.cursor()
+        keys = itertools.cycle([k.encode() for k in random_keys(records, 5000, seed=index)])
+
+        def call() -> int:
+            cur.execute(sql, (next(keys),))
+            return len(cur.fetchall())
+        return call
+    return for_thread
+
+
+def unary_suite(ctx: Context, kv: KeyValueClient, health: health_pb2_grpc.HealthStub,
+                repeat_index: int) -> None:
+    """Health (the floor), Get, Put and BatchGet, 1 thread then 8, back to back."""
+    records, seconds = ctx.size.records, ctx.size.seconds
+    for threads in (1, THREADS):
+        ops = [("health Check", health_op(health), 1), ("Get", get_op(kv, records), 1),
+               ("Put", put_op(kv, repeat_index), 1),
+               (f"BatchGet({BATCH_KEYS})", batch_get_op(kv, records), BATCH_KEYS)]
+        for name, op, expect in ops:
+            run = run_for(op, threads, seconds, ctx.meter(in_process_client=True), expect)
+            ctx.record(f"{name} x{threads}", run)
+
+
+def select_suite(ctx: Context) -> None:
+    for threads in (1, SELECT_THREADS):
+        opened: list = []
+        try:
+            run = run_for(select_op(ctx.sandbox, ctx.size.records, opened), threads,
+                          ctx.size.seconds, ctx.meter(in_process_client=True))
+        finally:
+            for cnx in opened:
+                cnx.close()
+        ctx.record(f"SELECT replica x{threads}", run)
+
+
+# --------------------------------------------------------------------------------------
+# 5. Memory
+# --------------------------------------------------------------------------------------
+
+
+def memory_stream(ctx: Context) -> Run:
+    """Streams the large CSV while sampling the client's and the server's RSS."""
+    ctx.sandbox.empty_table(KV_TABLE)
+    samplers: list[harness.RssSampler] = []
+
+    def sample(client_pid: int) -> harness.RssSampler:
+        samplers.append(harness.RssSampler({"client": client_pid, "server": ctx.server.pid}))
+        return samplers[-1]
+
+    meter = ctx.meter(in_process_client=False)
+    meter.start()
+    client = harness.run_client(ctx.server.target, ["stream", str(ctx.memory_csv)], ctx.workdir,
+                                on_start=sample)
+    cpu = {**meter.stop(), "client": client.cpu}
+    committed = int(client.summary.split()[0])
+    if committed != ctx.size.memory_records:
+        raise RuntimeError(f"memory run committed {committed:,} of {ctx.size.memory_records:,}")
+    return Run(committed, client.seconds, cpu, extra={
+        "rss_samples": samplers[0].samples, "client_summary": client.summary})
+
+
+# --------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------
+
+
+def run_benchmarks(ctx: Context) -> None:
+    target = ctx.server.target
+    with KeyValueClient(target) as kv, grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", -1)]) as health_channel:
+        health = health_pb2_grpc.HealthStub(health_channel)
+        for i in range(ctx.repeat):
+            print(f"repeat {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
+            ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
+            ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
+            unary_suite(ctx, kv, health, i)
+            select_suite(ctx)
+        for i in range(ctx.repeat):
+            print(f"memory run {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
+            ctx.record("memory stream", memory_stream(ctx))
+
+
+def environment(ctx: Context) -> dict:
+    probe = ctx.sandbox.connect("replica")  # CMySQLConnection when the C extension runs
+    connection_class = type(probe).__name__
+    probe.close()
+    return {
+        "size": {"name": ctx.size_name, **asdict(ctx.size)}, "repeat": ctx.repeat,
+        "cpus": os.cpu_count(), "python": platform.python_version(), "grpc": grpc.__version__,
+        "mariadb": ctx.sandbox.version(),
+        "bench_driver": f"mysql-connector-python {mysql.connector.__version__}, "
+                        f"{'C extension' if mysql.connector.HAVE_CEXT else 'pure Python'} "
+                        f"({connection_class})",
+        "server_driver": ctx.server.driver(),
+        "server_command": " ".join(ctx.server.command[1:]),
+        "unary_channel": f"one shared channel for all {THREADS} threads (one KeyValueClient; "
+                         "health: one shared grpc channel)",
+        "select_connections": f"one connection per thread ({SELECT_THREADS} threads)",
+        "put_durability": "sandbox: innodb_flush_log_at_trx_commit=1, sync_binlog=1, "
+                          "semi-synchronous replication on (server without --require-semi-sync)",
+    }
+
+
+def start_and_run(args, size: Size, workdir: Path) -> dict:
+    """Data, sandbox, server; the benchmarks; everything stopped again whatever happens."""
+    ingest_csv, memory_csv = workdir / "ingest.csv", workdir / "memory.csv"
+    print(f"writing {size.records:,} + {size.memory_records:,} records of CSV", file=sys.stderr)
+    harness.write_csv(ingest_csv, size.records, seed=1)
+    harness.write_csv(memory_csv, size.memory_records, seed=2)
+    port = harness.free_ports(3)  # master, replica, kvgrpc server
+    sandbox = harness.Sandbox(workdir / "sandbox", port)
+    server: harness.KvServer | None = None
+    try:
+        print("starting the MariaDB sandbox pair and the kvgrpc server", file=sys.stderr, flush=True)
+        sandbox.up()
+        server = harness.KvServer(port + 2, sandbox.url("master"), sandbox.url("replica"),
+                                  KV_TABLE, workdir / "server.log")
+        server.start()
+        ctx = Context(args.size, size, args.repeat, workdir, sandbox, server, ingest_csv, memory_csv)
+        started = time.perf_counter()
+        run_benchmarks(ctx)
+        env = environment(ctx) | {"benchmark_seconds": round(time.perf_counter() - started, 1)}
+        return {"environment": env,
+                "runs": {name: [asdict(r) for r in runs] for name, runs in ctx.results.items()}}
+    except Exception:
+        if server is not None and server.proc is not None:
+            print(f"server log tail:\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        if server is not None:
+            server.stop()
+        sandbox.down()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="full")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="repeats of each benchmark (default: 3 full, 1 small)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    args = p.parse_args()
+    size = SIZES[args.size]
+    args.repeat = size.repeat if args.repeat is None else args.repeat
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    # SIGTERM unwinds like Ctrl-C, so the server and the sandbox are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="kvgrpc-bench-") as tmp:
+        raw = start_and_run(args, size, Path(tmp))
+    summary = report.summarise(raw)
+    print(report.table(summary))
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"bench-{args.size}.json"
+    json_path.write_text(json.dumps(summary | {"runs": raw["runs"]}, indent=1) + "\n")
+    png_path = report.chart(summary, raw["runs"], args.out / f"bench-{args.size}.png")
+    print(f"\nwritten: {json_path}\n         {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
