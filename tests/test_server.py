@@ -19,7 +19,6 @@ from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     STATUS_BY_ERROR,
     InvalidArgument,
-    KvError,
     NotFound,
     ResourceExhausted,
     Unavailable,

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from kvgrpc.errors import Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
+from kvgrpc.errors import Internal, InvalidArgument, ResourceExhausted, Unavailable
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, StoredRecord, redact_url
 
 
