@@ -220,14 +220,13 @@ class MySQLStore:
         cnx = pool.borrow()
         broken = True
         try:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             if self._create_table:
                 cur.execute(self._sql_create_table)
                 cur.execute(self._sql_create_heartbeat)
             cur.execute("SELECT @@max_allowed_packet, VERSION()")
             max_packet, version = cur.fetchone()
             self._mariadb = "mariadb" in str(version).lower()
-            cur.close()
             broken = False
         finally:
             pool.give_back(cnx, broken)
@@ -319,11 +318,10 @@ class MySQLStore:
 
     def put(self, key: bytes, value: bytes) -> tuple[int, str]:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(self._sql_put, (key, value))
             version = int(cur.lastrowid)
             token = self._written(cur)
-            cur.close()
             return version, token
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
@@ -334,7 +332,7 @@ class MySQLStore:
             if token is not None:
                 return token
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cnx.start_transaction()
             try:
                 for chunk in self._chunks(records):
@@ -343,10 +341,8 @@ class MySQLStore:
             except BaseException:
                 with contextlib.suppress(Exception):
                     cnx.rollback()
-                cur.close()
                 raise
             token = self._written(cur)
-            cur.close()
             return token
 
     def _load_new_keys(self, records: Sequence[tuple[bytes, bytes]]) -> str | None:
@@ -364,7 +360,7 @@ class MySQLStore:
             f.writelines(b"%s\t%s\n" % (k.hex().encode(), v.hex().encode()) for k, v in records)
         try:
             with self._connection() as cnx:
-                cur = cnx.cursor()
+                cur = _cursor(cnx)
                 cnx.start_transaction()
                 try:
                     cur.execute(self._sql_load, (path,))
@@ -376,10 +372,8 @@ class MySQLStore:
                 except BaseException:
                     with contextlib.suppress(Exception):
                         cnx.rollback()
-                    cur.close()
                     raise
                 token = self._written(cur) if loaded else None
-                cur.close()
                 return token
         except Internal as exc:
             if isinstance(exc.__cause__, Exception) and getattr(exc.__cause__, "errno", None) in _LOCAL_INFILE_REFUSED:
@@ -394,11 +388,10 @@ class MySQLStore:
 
     def delete(self, key: bytes) -> tuple[bool, str]:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(self._sql_delete, (key,))
             deleted = cur.rowcount > 0
             token = self._written(cur) if deleted else ""
-            cur.close()
             return deleted, token
 
     def _written(self, cur) -> str:
@@ -435,10 +428,9 @@ class MySQLStore:
 
     def get(self, key: bytes) -> StoredRecord | None:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(self._sql_get, (key,))
             row = cur.fetchone()
-            cur.close()
         return None if row is None else StoredRecord(key, bytes(row[0]), int(row[1]))
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]:
@@ -446,11 +438,10 @@ class MySQLStore:
         if not keys:
             return found
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(self._sql_get_many.format(", ".join(["%s"] * len(keys))), tuple(keys))
             for k, v, version in cur.fetchall():
                 found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
-            cur.close()
         return found
 
 
@@ -462,37 +453,33 @@ class MySQLStore:
         sql = ("SELECT MASTER_GTID_WAIT(%s, %s)" if self._mariadb
                else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)")
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(sql, (token, max(0.0, timeout)))
             (result,) = cur.fetchone()
-            cur.close()
         return result == 0
 
     def write_heartbeat(self) -> None:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(
                 f"INSERT INTO `{HEARTBEAT_TABLE}` (id, ts) VALUES (1, NOW(6)) "
                 "ON DUPLICATE KEY UPDATE ts = NOW(6)"
             )
-            cur.close()
 
     def replication_lag(self) -> float | None:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(
                 f"SELECT TIMESTAMPDIFF(MICROSECOND, ts, NOW(6)) FROM `{HEARTBEAT_TABLE}` WHERE id = 1"
             )
             row = cur.fetchone()
-            cur.close()
         return None if row is None else max(0.0, int(row[0]) / 1e6)
 
     def semi_sync_active(self) -> bool | None:
         with self._connection() as cnx:
-            cur = cnx.cursor()
+            cur = _cursor(cnx)
             cur.execute(_SEMI_SYNC_STATUS_SQL)
             row = cur.fetchone()
-            cur.close()
         return None if row is None else str(row[0]).upper() == "ON"
 
     def pool_usage(self) -> PoolUsage:
@@ -560,6 +547,19 @@ class _Pool:
             idle, self._idle, self._closed = self._idle, [], True
         for cnx, _ in idle:
             _quietly_close(cnx)
+
+
+def _cursor(cnx):
+    """The connection's one cursor, made on first use and kept with it.
+
+    mysql.connector's ``cursor()`` pings the server every time (a round trip per call);
+    a buffered cursor has read its whole result by the time ``execute`` returns, so it can
+    be reused for the connection's next statement.
+    """
+    cur = getattr(cnx, "_kvgrpc_cursor", None)
+    if cur is None:
+        cur = cnx._kvgrpc_cursor = cnx.cursor(buffered=True)
+    return cur
 
 
 def _quietly_close(cnx) -> None:
