@@ -33,7 +33,7 @@ import grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, Unavailable, error_class
-from kvgrpc.records import Record, check_key
+from kvgrpc.records import EndpointStatus, Record, check_key
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Record", "EndpointStatus", "DEFAULT_TARGET"]
@@ -48,21 +48,6 @@ _CONSISTENCY = {
     "strong": kv_pb2.READ_CONSISTENCY_STRONG,
     "bounded": kv_pb2.READ_CONSISTENCY_BOUNDED_STALENESS,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStatus:
-    """One database endpoint of the server, as the server last measured it."""
-
-    name: str
-    role: str  # "master", "replica" or "embedded"
-    reachable: bool
-    healthy: bool
-    lag_ms: int | None  # None when unknown
-    pool_in_use: int
-    pool_size: int
-    semi_sync_active: bool
-    problem: str
 
 
 def _as_bytes(value: Value) -> bytes:

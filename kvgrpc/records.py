@@ -27,6 +27,21 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """One database endpoint of a server, as the server last measured it."""
+
+    name: str  # where it is: a URL without password, or a file
+    role: str  # "master", "replica" or "embedded"
+    reachable: bool
+    healthy: bool  # serving reads now
+    lag_ms: int | None  # replication lag; None when unknown, 0 for the master
+    pool_in_use: int
+    pool_size: int
+    semi_sync_active: bool  # master: a replica confirms each commit
+    problem: str  # the last problem seen, in words; "" when healthy
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Size limits the service enforces on every request."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kvgrpc.errors import KvError, Unavailable
+from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,21 +54,6 @@ class ReadOptions:
 
 
 EVENTUAL = ReadOptions()
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStatus:
-    """One endpoint's state as last measured (plain values, for GetStatus)."""
-
-    name: str
-    role: str  # "master", "replica" or "embedded"
-    reachable: bool
-    healthy: bool
-    lag: float | None  # seconds; None when unknown
-    pool_in_use: int
-    pool_size: int
-    semi_sync_active: bool | None
-    problem: str
 
 
 class _Endpoint:
@@ -252,7 +238,8 @@ class ReadRouter:
                 healthy = self._healthy(endpoint) if endpoint.role == "replica" else reachable
             result.append(EndpointStatus(
                 name=endpoint.store.description, role=endpoint.role, reachable=reachable,
-                healthy=healthy, lag=lag, pool_in_use=usage.in_use, pool_size=usage.size,
-                semi_sync_active=semi_sync, problem=problem,
+                healthy=healthy, lag_ms=None if lag is None else round(lag * 1000),
+                pool_in_use=usage.in_use, pool_size=usage.size,
+                semi_sync_active=bool(semi_sync), problem=problem,
             ))
         return result

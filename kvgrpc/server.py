@@ -26,10 +26,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
-from kvgrpc.routing import Consistency, EndpointStatus, ReadOptions, ReadRouter
+from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
 from kvgrpc.service import KeyValueService
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
-from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Limits
+from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -122,9 +122,9 @@ def _deadline(context) -> float | None:
 def _endpoint_pb(status: EndpointStatus) -> kv_pb2.EndpointStatus:
     return kv_pb2.EndpointStatus(
         name=status.name, role=_ROLE[status.role], reachable=status.reachable,
-        healthy=status.healthy, lag_ms=-1 if status.lag is None else round(status.lag * 1000),
+        healthy=status.healthy, lag_ms=-1 if status.lag_ms is None else status.lag_ms,
         pool_in_use=status.pool_in_use, pool_size=status.pool_size,
-        semi_sync_active=bool(status.semi_sync_active), problem=status.problem,
+        semi_sync_active=status.semi_sync_active, problem=status.problem,
     )
 
 

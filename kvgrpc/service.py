@@ -13,8 +13,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kvgrpc.errors import InvalidArgument, KvError, NotFound, Unavailable
-from kvgrpc.records import MAX_KEY_BYTES, Limits, Record, check_key, check_value, describe_key
-from kvgrpc.routing import EVENTUAL, EndpointStatus, ReadOptions, ReadRouter
+from kvgrpc.records import (
+    MAX_KEY_BYTES,
+    EndpointStatus,
+    Limits,
+    Record,
+    check_key,
+    check_value,
+    describe_key,
+)
+from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 
 _LOGGER = logging.getLogger(__name__)
