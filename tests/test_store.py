@@ -187,7 +187,7 @@ def test_mysql_bulk_batches_load_new_keys_and_upsert_existing_ones(sandbox, tabl
     give the same content and versions as single puts would."""
     store = MySQLStore(sandbox.master, table_name, create_table=True)
     try:
-        tricky = b"\t\n\\\x00'\"%s,\r\n" * 3
+        tricky = b"\t\n\\\x00'\"%s,\r\n\\N\\0\xff\xfe\x80" * 3
         fresh = [(f"bulk{i}".encode(), tricky + str(i).encode()) for i in range(1000)]
         def inserts() -> int:
             return int(sandbox.query("SHOW GLOBAL STATUS LIKE 'Com_insert'")[0][1])

@@ -182,9 +182,8 @@ class MySQLStore:
             " id TINYINT UNSIGNED NOT NULL PRIMARY KEY, ts DATETIME(6) NOT NULL) ENGINE=InnoDB"
         )
         self._sql_load = (
-            f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {t} "
-            "FIELDS TERMINATED BY '\\t' ESCAPED BY '' LINES TERMINATED BY '\\n' "
-            "(@k, @v) SET k = UNHEX(@k), v = UNHEX(@v)"
+            f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {t} CHARACTER SET binary "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (k, v)"
         )
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
@@ -352,12 +351,13 @@ class MySQLStore:
         parse, but LOAD DATA cannot upsert (bump versions). So the batch is loaded with
         IGNORE inside a transaction, and committed only if every record became a new row
         (no key existed, none repeated, no warning); otherwise it is rolled back and the
-        caller upserts it the slow way. Keys and values travel hex-encoded, so any bytes
-        are safe. Returns the token, or None when the batch must take the slow path.
+        caller upserts it the slow way. Keys and values travel as bytes with backslash,
+        tab and newline escaped (:func:`_escape`; hex costs the master a third more CPU).
+        Returns the token, or None when the batch must take the slow path.
         """
         path = os.path.join(self._bulk_load_dir, f"batch-{threading.get_ident()}.tsv")
         with open(path, "wb") as f:
-            f.writelines(b"%s\t%s\n" % (k.hex().encode(), v.hex().encode()) for k, v in records)
+            f.writelines(b"%s\t%s\n" % (_escape(k), _escape(v)) for k, v in records)
         try:
             with self._connection() as cnx:
                 cur = _cursor(cnx)
@@ -547,6 +547,12 @@ class _Pool:
             idle, self._idle, self._closed = self._idle, [], True
         for cnx, _ in idle:
             _quietly_close(cnx)
+
+
+def _escape(data: bytes) -> bytes:
+    """Escapes bytes for LOAD DATA with ``ESCAPED BY '\\'``: every backslash is doubled,
+    so no escape sequence (``\\N`` for NULL, ``\\0``...) can appear by accident."""
+    return data.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n")
 
 
 def _cursor(cnx):
