@@ -32,7 +32,14 @@ from dataclasses import dataclass
 import grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
-from kvgrpc.errors import COMMITTED_METADATA_KEY, InvalidArgument, KvError, Unavailable, error_class
+from kvgrpc.errors import (
+    COMMITTED_METADATA_KEY,
+    CURRENT_VERSION_METADATA_KEY,
+    InvalidArgument,
+    KvError,
+    Unavailable,
+    error_class,
+)
 from kvgrpc.records import EndpointStatus, Record, check_key
 from kvgrpc.tokens import latest
 
@@ -58,12 +65,15 @@ def _error_from(exc: grpc.RpcError) -> KvError:
     """Turns a failed call into the project's exception, keeping the committed count."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else None) or code.name.lower()
-    committed = None
+    numbers: dict[str, int] = {}
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     for key, value in trailing or ():
-        if key == COMMITTED_METADATA_KEY:
-            committed = int(value)
-    return error_class(code.name)(details, committed=committed)
+        if key in (COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY):
+            numbers[key] = int(value)
+    return error_class(code.name)(
+        details, committed=numbers.get(COMMITTED_METADATA_KEY),
+        current_version=numbers.get(CURRENT_VERSION_METADATA_KEY),
+    )
 
 
 class KeyValueClient:
@@ -144,9 +154,17 @@ class KeyValueClient:
         return kv_pb2.ReadOptions(consistency=_CONSISTENCY[consistency],
                                   max_staleness_ms=max_staleness_ms, min_write_token=token)
 
-    def put(self, key: str, value: Value) -> int:
-        """Stores ``value`` under ``key`` (str values are UTF-8 encoded); returns the new version."""
-        reply = self._call(self._stub.Put, kv_pb2.PutRequest(key=key, value=_as_bytes(value)))
+    def put(self, key: str, value: Value, *, expected_version: int | None = None) -> int:
+        """Stores ``value`` under ``key`` (str values are UTF-8 encoded); returns the new version.
+
+        With ``expected_version`` it is a compare-and-set: the write happens only if the key
+        is at that version (0: does not exist); otherwise
+        :class:`~kvgrpc.errors.FailedPrecondition` is raised, with ``current_version``.
+        """
+        request = kv_pb2.PutRequest(key=key, value=_as_bytes(value))
+        if expected_version is not None:
+            request.expected_version = expected_version
+        reply = self._call(self._stub.Put, request)
         self._wrote(reply.write_token)
         return reply.version
 
@@ -176,6 +194,26 @@ class KeyValueClient:
         reply = self._call(self._stub.BatchGet,
                            kv_pb2.BatchGetRequest(keys=list(keys), read_options=options))
         return {r.key: r.value for r in reply.records}
+
+    def scan(self, prefix: str = "", *, start: str = "", end: str = "", page_size: int = 100,
+             page_bytes: int = 0, keys_only: bool = False, consistency: str | None = None,
+             max_staleness_ms: int = 0, min_write_token: str | None = None) -> Iterator[Record]:
+        """Yields the records in key order (bytewise UTF-8) with ``prefix`` and in
+        ``[start, end)``, fetching pages of ``page_size`` records / ``page_bytes`` bytes lazily.
+        With ``keys_only`` the values are empty."""
+        options = self._read_options(consistency, max_staleness_ms, min_write_token)
+        token = ""
+        while True:
+            reply = self._call(self._stub.Scan, kv_pb2.ScanRequest(
+                prefix=prefix, start_key=start, end_key=end, page_size=page_size,
+                page_bytes=page_bytes, page_token=token, keys_only=keys_only,
+                read_options=options,
+            ))
+            for r in reply.records:
+                yield Record(r.key, r.value, r.version)
+            token = reply.next_page_token
+            if not token:
+                return
 
     def status(self) -> list[EndpointStatus]:
         """The server's database endpoints and their measured state, the master first."""

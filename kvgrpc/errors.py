@@ -4,7 +4,8 @@ Every layer raises only these (storage translates its driver's errors at its bou
 the server turns them into a status with :func:`status_for`, and the client turns a
 status back into the same class with :func:`error_for`::
 
-    KvError                      base class; ``committed`` is set for a failed StreamPut
+    KvError                      base class; ``committed`` is set for a failed StreamPut,
+                                 ``current_version`` for a failed compare-and-set
     ├── InvalidArgument          INVALID_ARGUMENT    bad key, value or record; bad request
     ├── NotFound                 NOT_FOUND           no record under the key
     ├── FailedPrecondition       FAILED_PRECONDITION the request conflicts with the current state
@@ -38,12 +39,15 @@ __all__ = [
     "STATUS_BY_ERROR",
     "ERROR_BY_STATUS",
     "COMMITTED_METADATA_KEY",
+    "CURRENT_VERSION_METADATA_KEY",
     "status_name",
     "error_class",
 ]
 
 #: Trailing-metadata key of a failed StreamPut: how many leading records were committed.
 COMMITTED_METADATA_KEY = "kvgrpc-committed"
+#: Trailing-metadata key of a failed compare-and-set: the key's current version (0: absent).
+CURRENT_VERSION_METADATA_KEY = "kvgrpc-current-version"
 
 
 class KvError(Exception):
@@ -51,12 +55,15 @@ class KvError(Exception):
 
     ``committed`` is the number of leading records of a StreamPut that were committed
     before the failure, or ``None`` when the error does not come from a StreamPut.
+    ``current_version`` is the key's version when a compare-and-set failed (0: absent).
     """
 
-    def __init__(self, message: str, *, committed: int | None = None) -> None:
+    def __init__(self, message: str, *, committed: int | None = None,
+                 current_version: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.committed = committed
+        self.current_version = current_version
 
     def __str__(self) -> str:
         return self.message

@@ -24,49 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fkvgrpc/kv.proto\x12\tkvgrpc.v1\"q\n\x0bReadOptions\x12/\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x1a.kvgrpc.v1.ReadConsistency\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\r\x12\x17\n\x0fmin_write_token\x18\x03 \x01(\t\"5\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"(\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"3\n\x0bPutResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"0\n\x0bGetResponse\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.kvgrpc.v1.Record\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"6\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"M\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"L\n\x10\x42\x61tchGetResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\"<\n\x10StreamPutRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.kvgrpc.v1.KeyValuePair\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"A\n\x11StreamPutResponse\x12\x17\n\x0f\x63ommitted_count\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"\x12\n\x10GetStatusRequest\"A\n\x11GetStatusResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.kvgrpc.v1.EndpointStatus\"\xcc\x01\n\x0e\x45ndpointStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.kvgrpc.v1.EndpointRole\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06lag_ms\x18\x05 \x01(\x03\x12\x13\n\x0bpool_in_use\x18\x06 \x01(\x05\x12\x11\n\tpool_size\x18\x07 \x01(\x05\x12\x18\n\x10semi_sync_active\x18\x08 \x01(\x08\x12\x0f\n\x07problem\x18\t \x01(\t*\x97\x01\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_EVENTUAL\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x12&\n\"READ_CONSISTENCY_BOUNDED_STALENESS\x10\x03*~\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINT_ROLE_MASTER\x10\x01\x12\x19\n\x15\x45NDPOINT_ROLE_REPLICA\x10\x02\x12\x1a\n\x16\x45NDPOINT_ROLE_EMBEDDED\x10\x03\x32\x8c\x03\n\x08KeyValue\x12\x34\n\x03Put\x12\x15.kvgrpc.v1.PutRequest\x1a\x16.kvgrpc.v1.PutResponse\x12\x34\n\x03Get\x12\x15.kvgrpc.v1.GetRequest\x1a\x16.kvgrpc.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.kvgrpc.v1.DeleteRequest\x1a\x19.kvgrpc.v1.DeleteResponse\x12\x43\n\x08\x42\x61tchGet\x12\x1a.kvgrpc.v1.BatchGetRequest\x1a\x1b.kvgrpc.v1.BatchGetResponse\x12H\n\tStreamPut\x12\x1b.kvgrpc.v1.StreamPutRequest\x1a\x1c.kvgrpc.v1.StreamPutResponse(\x01\x12\x46\n\tGetStatus\x12\x1b.kvgrpc.v1.GetStatusRequest\x1a\x1c.kvgrpc.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fkvgrpc/kv.proto\x12\tkvgrpc.v1\"q\n\x0bReadOptions\x12/\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x1a.kvgrpc.v1.ReadConsistency\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\r\x12\x17\n\x0fmin_write_token\x18\x03 \x01(\t\"5\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\\\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"3\n\x0bPutResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"0\n\x0bGetResponse\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.kvgrpc.v1.Record\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"6\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"M\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"L\n\x10\x42\x61tchGetResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\"<\n\x10StreamPutRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.kvgrpc.v1.KeyValuePair\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"A\n\x11StreamPutResponse\x12\x17\n\x0f\x63ommitted_count\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\"\xbd\x01\n\x0bScanRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tstart_key\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_bytes\x18\x05 \x01(\x03\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\tkeys_only\x18\x07 \x01(\x08\x12,\n\x0cread_options\x18\x08 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"K\n\x0cScanResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x12\n\x10GetStatusRequest\"A\n\x11GetStatusResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.kvgrpc.v1.EndpointStatus\"\xcc\x01\n\x0e\x45ndpointStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.kvgrpc.v1.EndpointRole\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06lag_ms\x18\x05 \x01(\x03\x12\x13\n\x0bpool_in_use\x18\x06 \x01(\x05\x12\x11\n\tpool_size\x18\x07 \x01(\x05\x12\x18\n\x10semi_sync_active\x18\x08 \x01(\x08\x12\x0f\n\x07problem\x18\t \x01(\t*\x97\x01\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_EVENTUAL\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x12&\n\"READ_CONSISTENCY_BOUNDED_STALENESS\x10\x03*~\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINT_ROLE_MASTER\x10\x01\x12\x19\n\x15\x45NDPOINT_ROLE_REPLICA\x10\x02\x12\x1a\n\x16\x45NDPOINT_ROLE_EMBEDDED\x10\x03\x32\xc5\x03\n\x08KeyValue\x12\x34\n\x03Put\x12\x15.kvgrpc.v1.PutRequest\x1a\x16.kvgrpc.v1.PutResponse\x12\x34\n\x03Get\x12\x15.kvgrpc.v1.GetRequest\x1a\x16.kvgrpc.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.kvgrpc.v1.DeleteRequest\x1a\x19.kvgrpc.v1.DeleteResponse\x12\x43\n\x08\x42\x61tchGet\x12\x1a.kvgrpc.v1.BatchGetRequest\x1a\x1b.kvgrpc.v1.BatchGetResponse\x12H\n\tStreamPut\x12\x1b.kvgrpc.v1.StreamPutRequest\x1a\x1c.kvgrpc.v1.StreamPutResponse(\x01\x12\x37\n\x04Scan\x12\x16.kvgrpc.v1.ScanRequest\x1a\x17.kvgrpc.v1.ScanResponse\x12\x46\n\tGetStatus\x12\x1b.kvgrpc.v1.GetStatusRequest\x1a\x1c.kvgrpc.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvgrpc.kv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READCONSISTENCY']._serialized_start=1129
-  _globals['_READCONSISTENCY']._serialized_end=1280
-  _globals['_ENDPOINTROLE']._serialized_start=1282
-  _globals['_ENDPOINTROLE']._serialized_end=1408
+  _globals['_READCONSISTENCY']._serialized_start=1450
+  _globals['_READCONSISTENCY']._serialized_end=1601
+  _globals['_ENDPOINTROLE']._serialized_start=1603
+  _globals['_ENDPOINTROLE']._serialized_end=1729
   _globals['_READOPTIONS']._serialized_start=30
   _globals['_READOPTIONS']._serialized_end=143
   _globals['_RECORD']._serialized_start=145
   _globals['_RECORD']._serialized_end=198
   _globals['_PUTREQUEST']._serialized_start=200
-  _globals['_PUTREQUEST']._serialized_end=240
-  _globals['_PUTRESPONSE']._serialized_start=242
-  _globals['_PUTRESPONSE']._serialized_end=293
-  _globals['_GETREQUEST']._serialized_start=295
-  _globals['_GETREQUEST']._serialized_end=366
-  _globals['_GETRESPONSE']._serialized_start=368
-  _globals['_GETRESPONSE']._serialized_end=416
-  _globals['_DELETEREQUEST']._serialized_start=418
-  _globals['_DELETEREQUEST']._serialized_end=446
-  _globals['_DELETERESPONSE']._serialized_start=448
-  _globals['_DELETERESPONSE']._serialized_end=502
-  _globals['_BATCHGETREQUEST']._serialized_start=504
-  _globals['_BATCHGETREQUEST']._serialized_end=581
-  _globals['_BATCHGETRESPONSE']._serialized_start=583
-  _globals['_BATCHGETRESPONSE']._serialized_end=659
-  _globals['_STREAMPUTREQUEST']._serialized_start=661
-  _globals['_STREAMPUTREQUEST']._serialized_end=721
-  _globals['_KEYVALUEPAIR']._serialized_start=723
-  _globals['_KEYVALUEPAIR']._serialized_end=765
-  _globals['_STREAMPUTRESPONSE']._serialized_start=767
-  _globals['_STREAMPUTRESPONSE']._serialized_end=832
-  _globals['_GETSTATUSREQUEST']._serialized_start=834
-  _globals['_GETSTATUSREQUEST']._serialized_end=852
-  _globals['_GETSTATUSRESPONSE']._serialized_start=854
-  _globals['_GETSTATUSRESPONSE']._serialized_end=919
-  _globals['_ENDPOINTSTATUS']._serialized_start=922
-  _globals['_ENDPOINTSTATUS']._serialized_end=1126
-  _globals['_KEYVALUE']._serialized_start=1411
-  _globals['_KEYVALUE']._serialized_end=1807
+  _globals['_PUTREQUEST']._serialized_end=292
+  _globals['_PUTRESPONSE']._serialized_start=294
+  _globals['_PUTRESPONSE']._serialized_end=345
+  _globals['_GETREQUEST']._serialized_start=347
+  _globals['_GETREQUEST']._serialized_end=418
+  _globals['_GETRESPONSE']._serialized_start=420
+  _globals['_GETRESPONSE']._serialized_end=468
+  _globals['_DELETEREQUEST']._serialized_start=470
+  _globals['_DELETEREQUEST']._serialized_end=498
+  _globals['_DELETERESPONSE']._serialized_start=500
+  _globals['_DELETERESPONSE']._serialized_end=554
+  _globals['_BATCHGETREQUEST']._serialized_start=556
+  _globals['_BATCHGETREQUEST']._serialized_end=633
+  _globals['_BATCHGETRESPONSE']._serialized_start=635
+  _globals['_BATCHGETRESPONSE']._serialized_end=711
+  _globals['_STREAMPUTREQUEST']._serialized_start=713
+  _globals['_STREAMPUTREQUEST']._serialized_end=773
+  _globals['_KEYVALUEPAIR']._serialized_start=775
+  _globals['_KEYVALUEPAIR']._serialized_end=817
+  _globals['_STREAMPUTRESPONSE']._serialized_start=819
+  _globals['_STREAMPUTRESPONSE']._serialized_end=884
+  _globals['_SCANREQUEST']._serialized_start=887
+  _globals['_SCANREQUEST']._serialized_end=1076
+  _globals['_SCANRESPONSE']._serialized_start=1078
+  _globals['_SCANRESPONSE']._serialized_end=1153
+  _globals['_GETSTATUSREQUEST']._serialized_start=1155
+  _globals['_GETSTATUSREQUEST']._serialized_end=1173
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1175
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1240
+  _globals['_ENDPOINTSTATUS']._serialized_start=1243
+  _globals['_ENDPOINTSTATUS']._serialized_end=1447
+  _globals['_KEYVALUE']._serialized_start=1732
+  _globals['_KEYVALUE']._serialized_end=2185
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class KeyValueStub:
                 request_serializer=kvgrpc_dot_kv__pb2.StreamPutRequest.SerializeToString,
                 response_deserializer=kvgrpc_dot_kv__pb2.StreamPutResponse.FromString,
                 _registered_method=True)
+        self.Scan = channel.unary_unary(
+                '/kvgrpc.v1.KeyValue/Scan',
+                request_serializer=kvgrpc_dot_kv__pb2.ScanRequest.SerializeToString,
+                response_deserializer=kvgrpc_dot_kv__pb2.ScanResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/kvgrpc.v1.KeyValue/GetStatus',
                 request_serializer=kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
@@ -73,7 +78,9 @@ class KeyValueServicer:
 
     def Put(self, request, context):
         """Put stores one record, overwriting any value the key had. The record is
-        committed (durable on the master) before the response is sent.
+        committed (durable on the master) before the response is sent. With
+        `expected_version` it is a compare-and-set: FAILED_PRECONDITION when the
+        key's version differs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +128,17 @@ class KeyValueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scan(self, request, context):
+        """Scan returns records in key order (bytewise, by the UTF-8 of the keys),
+        by prefix and/or key range, one page per call; `next_page_token`
+        continues the scan. Pages are bounded by a record count and a byte budget.
+        Each page is read from one endpoint, as `read_options` allow, so pages of
+        one scan may come from different points in time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """GetStatus reports each database endpoint the server uses: its role,
         whether it is reachable and serving, its replication lag and its pool use.
@@ -156,6 +174,11 @@ def add_KeyValueServicer_to_server(servicer, server):
                     servicer.StreamPut,
                     request_deserializer=kvgrpc_dot_kv__pb2.StreamPutRequest.FromString,
                     response_serializer=kvgrpc_dot_kv__pb2.StreamPutResponse.SerializeToString,
+            ),
+            'Scan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scan,
+                    request_deserializer=kvgrpc_dot_kv__pb2.ScanRequest.FromString,
+                    response_serializer=kvgrpc_dot_kv__pb2.ScanResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -299,6 +322,33 @@ class KeyValue:
             '/kvgrpc.v1.KeyValue/StreamPut',
             kvgrpc_dot_kv__pb2.StreamPutRequest.SerializeToString,
             kvgrpc_dot_kv__pb2.StreamPutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvgrpc.v1.KeyValue/Scan',
+            kvgrpc_dot_kv__pb2.ScanRequest.SerializeToString,
+            kvgrpc_dot_kv__pb2.ScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

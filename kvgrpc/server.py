@@ -25,9 +25,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.deadlines import call_deadline, current as current_deadline
-from kvgrpc.errors import COMMITTED_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
+from kvgrpc.errors import COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
-from kvgrpc.service import KeyValueService
+from kvgrpc.service import KeyValueService, ScanPage
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
 from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
 
@@ -83,8 +83,13 @@ def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
         error = Internal("internal server error; see the server log")
     else:
         return
+    trailing = []
     if error.committed is not None:
-        context.set_trailing_metadata(((COMMITTED_METADATA_KEY, str(error.committed)),))
+        trailing.append((COMMITTED_METADATA_KEY, str(error.committed)))
+    if error.current_version is not None:
+        trailing.append((CURRENT_VERSION_METADATA_KEY, str(error.current_version)))
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
     context.abort(getattr(grpc.StatusCode, status_name(error)), error.message)
 
 
@@ -136,7 +141,8 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
 
     def Put(self, request: kv_pb2.PutRequest, context) -> kv_pb2.PutResponse:
         with _status_on_error(context):
-            written = self._service.put(request.key, request.value)
+            expected = request.expected_version if request.HasField("expected_version") else None
+            written = self._service.put(request.key, request.value, expected)
         return kv_pb2.PutResponse(version=written.version, write_token=written.token)
 
     def Get(self, request: kv_pb2.GetRequest, context) -> kv_pb2.GetResponse:
@@ -165,6 +171,18 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
         with _status_on_error(context):
             result = self._service.stream_put(batches)
         return kv_pb2.StreamPutResponse(committed_count=result.committed, write_token=result.token)
+
+    def Scan(self, request: kv_pb2.ScanRequest, context) -> kv_pb2.ScanResponse:
+        with _status_on_error(context):
+            page = ScanPage(
+                prefix=request.prefix, start_key=request.start_key, end_key=request.end_key,
+                size=request.page_size or 100, max_bytes=request.page_bytes or (1 << 20),
+                page_token=request.page_token, keys_only=request.keys_only,
+            )
+            records, token = self._service.scan(
+                page, _read_options(request.read_options), current_deadline()
+            )
+        return kv_pb2.ScanResponse(records=[_record_pb(r) for r in records], next_page_token=token)
 
     def GetStatus(self, request: kv_pb2.GetStatusRequest, context) -> kv_pb2.GetStatusResponse:
         with _status_on_error(context):

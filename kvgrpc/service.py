@@ -7,12 +7,13 @@ gRPC code. The transport (:mod:`kvgrpc.server`) converts messages and calls this
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kvgrpc.errors import InvalidArgument, KvError, NotFound, Unavailable
+from kvgrpc.errors import FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
 from kvgrpc.records import (
     MAX_KEY_BYTES,
     EndpointStatus,
@@ -34,6 +35,52 @@ class CommitPolicy:
 
     max_records: int = 10000
     max_bytes: int = 16 << 20
+
+
+#: Scan pages: the most records per page, and how many are read per query.
+MAX_SCAN_PAGE = 1000
+SCAN_CHUNK = 100
+_PAGE_TOKEN_PREFIX = "kvgrpc-scan-1:"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    """What one Scan call asks for (see ScanRequest in the proto)."""
+
+    prefix: str = ""
+    start_key: str = ""
+    end_key: str = ""
+    size: int = 100
+    max_bytes: int = 1 << 20
+    page_token: str = ""
+    keys_only: bool = False
+
+
+def _key_range(prefix: str, start: str, end: str) -> tuple[bytes, bytes | None]:
+    """The bytewise range [lower, upper) of keys that match a prefix and a start/end."""
+    p = prefix.encode("utf-8")
+    lower = max(start.encode("utf-8"), p)
+    upper = end.encode("utf-8") or None
+    successor = p.rstrip(b"\xff")  # the first byte string after every key with prefix p
+    if successor:
+        successor = successor[:-1] + bytes([successor[-1] + 1])
+        upper = successor if upper is None else min(upper, successor)
+    return lower, upper
+
+
+def _encode_page_token(last_key: bytes) -> str:
+    return _PAGE_TOKEN_PREFIX + base64.urlsafe_b64encode(last_key).decode("ascii")
+
+
+def _decode_page_token(token: str) -> bytes | None:
+    if not token:
+        return None
+    try:
+        if not token.startswith(_PAGE_TOKEN_PREFIX):
+            raise ValueError
+        return base64.urlsafe_b64decode(token[len(_PAGE_TOKEN_PREFIX):].encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidArgument("page_token is not one that Scan returned") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +139,22 @@ class KeyValueService:
             )
         return self.router.write(operation)
 
-    def put(self, key: str, value: bytes) -> Written:
-        """Stores one record durably on the master; returns its new version and token."""
+    def put(self, key: str, value: bytes, expected_version: int | None = None) -> Written:
+        """Stores one record durably on the master; returns its new version and token.
+
+        With ``expected_version`` it is a compare-and-set: the write happens only if the
+        key is at that version (0: absent), else FailedPrecondition with the current one.
+        """
         where = f"key {describe_key(key)}"
         k = check_key(key, where)
         v = check_value(value, where, self.limits)
-        version, token = self._write(lambda store: store.put(k, v))
+        if expected_version is not None and expected_version < 0:
+            raise InvalidArgument(f"{where}: expected_version must be 0 or more")
+        try:
+            version, token = self._write(lambda store: store.put(k, v, expected_version))
+        except FailedPrecondition as exc:
+            exc.message = f"{where}: {exc.message}"
+            raise
         return Written(version, token)
 
     def delete(self, key: str) -> tuple[bool, str]:
@@ -183,6 +240,43 @@ class KeyValueService:
             else:
                 records.append(Record(key, stored.value, stored.version))
         return records, missing
+
+    def scan(self, page: ScanPage, options: ReadOptions = EVENTUAL,
+             deadline: float | None = None) -> tuple[list[Record], str]:
+        """One page of records in key order; returns them and the next page's token ("" at the end).
+
+        The page is read from one endpoint, in chunks, until it holds ``page.size``
+        records or the next record would pass ``page.max_bytes`` (a page holds at least one).
+        """
+        if not 1 <= page.size <= MAX_SCAN_PAGE:
+            raise InvalidArgument(f"page_size {page.size} is out of range: 1 to {MAX_SCAN_PAGE}")
+        if page.max_bytes < 1:
+            raise InvalidArgument("page_bytes must be positive")
+        self._check_read_options(options)
+        lower, upper = _key_range(page.prefix, page.start_key, page.end_key)
+        after = _decode_page_token(page.page_token)
+
+        def read_page(store: Store):
+            found: list = []
+            used, cursor = 0, after
+            while len(found) < page.size:
+                want = min(SCAN_CHUNK, page.size - len(found))
+                chunk = store.scan(lower, upper, cursor, want, page.keys_only)
+                for stored in chunk:
+                    size = len(stored.key) + len(stored.value)
+                    if found and used + size > page.max_bytes:
+                        return found, True
+                    found.append(stored)
+                    used += size
+                if len(chunk) < want:
+                    return found, False
+                cursor = chunk[-1].key
+            return found, True
+
+        found, more = self.router.read(read_page, options, deadline)
+        records = [Record(s.key.decode("utf-8", "replace"), s.value, s.version) for s in found]
+        token = _encode_page_token(found[-1].key) if more and found else ""
+        return records, token
 
     @staticmethod
     def _check_read_options(options: ReadOptions) -> None:

@@ -183,7 +183,7 @@ class _Raising:
     def __init__(self):
         self.by_name = {cls.__name__: cls for cls in STATUS_BY_ERROR}
 
-    def put(self, key, value):
+    def put(self, key, value, expected_version=None):
         if key == "crash":
             raise RuntimeError("SELECT secret FROM internals")
         raise self.by_name[key](f"a {key} happened")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvgrpc.errors import InvalidArgument
+from kvgrpc.errors import FailedPrecondition, InvalidArgument
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -33,7 +33,9 @@ class Store(Protocol):
     """One storage endpoint. Implementations are safe to share between threads.
 
     Writes:
-    - ``put`` writes one record durably (committed) and returns ``(version, token)``.
+    - ``put`` writes one record durably (committed) and returns ``(version, token)``. With
+      ``expected_version`` it writes only if the key's version equals it (0: the key must
+      not exist) and otherwise raises FailedPrecondition with ``current_version`` set.
     - ``put_many`` writes the records in order in one transaction: all or none; when a
       key occurs twice, the later record wins. Calling it again with the same records
       leaves the same content. Returns the token of the transaction.
@@ -43,6 +45,9 @@ class Store(Protocol):
       is nothing to wait for (no replication, or the write changed nothing).
 
     Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
+    ``scan(lower, upper, after, limit, keys_only)`` returns up to ``limit`` records with
+    ``lower <= key < upper`` (``upper`` None: no end) and ``key > after`` (if given), in
+    bytewise key order; with ``keys_only`` their values are empty.
 
     Replication (endpoints without replication answer trivially):
     - ``has_applied(token, timeout)`` waits up to ``timeout`` seconds until the endpoint
@@ -66,7 +71,7 @@ class Store(Protocol):
         """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
         ...
 
-    def put(self, key: bytes, value: bytes) -> tuple[int, str]: ...
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]: ...
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str: ...
 
@@ -75,6 +80,9 @@ class Store(Protocol):
     def get(self, key: bytes) -> StoredRecord | None: ...
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]: ...
+
+    def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+             keys_only: bool = False) -> list[StoredRecord]: ...
 
     def has_applied(self, token: str, timeout: float) -> bool: ...
 
@@ -100,3 +108,11 @@ def check_table_name(table: str) -> str:
             f"table name {table!r} is not allowed: use letters, digits and '_' (at most 64)"
         )
     return table
+
+
+def version_conflict(expected: int, current: int) -> FailedPrecondition:
+    """The error of a compare-and-set whose expected version did not match."""
+    state = "does not exist" if current == 0 else f"is at version {current}"
+    wanted = "not to exist" if expected == 0 else f"to be at version {expected}"
+    return FailedPrecondition(f"the key {state}; the write expected it {wanted}",
+                              current_version=current)

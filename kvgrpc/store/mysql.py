@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.errors import Aborted, Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
-from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name
+from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name, version_conflict
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ _TOO_BIG_ERRNOS = frozenset({1153, 1301, 2020})  # packet too large
 _READ_ONLY_ERRNO = 1290  # --read-only: e.g. a replica configured as the master
 _ACCESS_DENIED_ERRNOS = frozenset({1044, 1045, 1142, 1227})
 _NO_TABLE_ERRNO = 1146
+_DUPLICATE_KEY_ERRNO = 1062
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,9 @@ class MySQLStore:
             f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {t} CHARACTER SET binary "
             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (k, v)"
         )
+        self._sql_create_only = f"INSERT INTO {t} (k, v) VALUES (%s, %s)"
+        self._sql_update_if = f"UPDATE {t} SET v = %s, version = version + 1 WHERE k = %s AND version = %s"
+        self._sql_version = f"SELECT version FROM {t} WHERE k = %s"
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
         self._sql_delete = f"DELETE FROM {t} WHERE k = %s"
@@ -315,13 +319,38 @@ class MySQLStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes) -> tuple[int, str]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]:
+        if expected_version is not None:
+            return self._put_if(key, value, expected_version)
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_put, (key, value))
             version = int(cur.lastrowid)
             token = self._written(cur)
             return version, token
+
+    def _put_if(self, key: bytes, value: bytes, expected: int) -> tuple[int, str]:
+        """Compare-and-set: one conditional statement (the row lock makes it atomic)."""
+        import mysql.connector
+
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            if expected == 0:
+                try:
+                    cur.execute(self._sql_create_only, (key, value))
+                    done = True
+                except mysql.connector.IntegrityError as exc:
+                    if exc.errno != _DUPLICATE_KEY_ERRNO:
+                        raise
+                    done = False
+            else:
+                cur.execute(self._sql_update_if, (value, key, expected))
+                done = cur.rowcount == 1
+            if done:
+                return expected + 1, self._written(cur)
+            cur.execute(self._sql_version, (key,))
+            row = cur.fetchone()
+        raise version_conflict(expected, 0 if row is None else int(row[0]))
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
         if not records:
@@ -446,6 +475,25 @@ class MySQLStore:
 
 
     # -- replication -------------------------------------------------------------------
+
+    def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+             keys_only: bool = False) -> list[StoredRecord]:
+        where, params = ["k >= %s"], [lower]
+        if upper is not None:
+            where.append("k < %s")
+            params.append(upper)
+        if after is not None:
+            where.append("k > %s")
+            params.append(after)
+        columns = "k, version" if keys_only else "k, version, v"
+        sql = (f"SELECT {columns} FROM `{self.table}` WHERE {' AND '.join(where)} "
+               "ORDER BY k LIMIT %s")
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(sql, (*params, limit))
+            rows = cur.fetchall()
+        return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
+                for row in rows]
 
     def has_applied(self, token: str, timeout: float) -> bool:
         if not token:

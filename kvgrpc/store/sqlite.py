@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from kvgrpc.errors import Internal, ResourceExhausted, Unavailable
-from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name
+from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name, version_conflict
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class SQLiteStore:
             f"INSERT INTO {t} (k, v, version) VALUES (?, ?, 1) "
             f"ON CONFLICT (k) DO UPDATE SET v = excluded.v, version = {t}.version + 1"
         )
+        self._sql_create_only = f"INSERT INTO {t} (k, v, version) VALUES (?, ?, 1) ON CONFLICT (k) DO NOTHING"
+        self._sql_update_if = f"UPDATE {t} SET v = ?, version = version + 1 WHERE k = ? AND version = ?"
+        self._sql_version = f"SELECT version FROM {t} WHERE k = ?"
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = ?"
         self._sql_delete = f"DELETE FROM {t} WHERE k = ?"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
@@ -93,10 +96,21 @@ class SQLiteStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes) -> tuple[int, str]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]:
         with self._connection() as cnx:
-            (version,) = cnx.execute(self._sql_put, (key, value)).fetchone()
-            return int(version), ""
+            if expected_version is None:
+                (version,) = cnx.execute(self._sql_put, (key, value)).fetchone()
+                return int(version), ""
+            cnx.execute("BEGIN IMMEDIATE")  # the check and the write see the same version
+            if expected_version == 0:
+                done = cnx.execute(self._sql_create_only, (key, value)).rowcount == 1
+            else:
+                done = cnx.execute(self._sql_update_if, (value, key, expected_version)).rowcount == 1
+            row = None if done else cnx.execute(self._sql_version, (key,)).fetchone()
+            cnx.execute("COMMIT")
+        if not done:
+            raise version_conflict(expected_version, 0 if row is None else int(row[0]))
+        return expected_version + 1, ""
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
         if records:
@@ -120,6 +134,23 @@ class SQLiteStore:
                 for k, v, version in cnx.execute(sql, chunk):
                     found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
         return found
+
+    def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+             keys_only: bool = False) -> list[StoredRecord]:
+        t = f'"{self.table}"'
+        where, params = ["k >= ?"], [lower]
+        if upper is not None:
+            where.append("k < ?")
+            params.append(upper)
+        if after is not None:
+            where.append("k > ?")
+            params.append(after)
+        columns = "k, version" if keys_only else "k, version, v"
+        sql = f"SELECT {columns} FROM {t} WHERE {' AND '.join(where)} ORDER BY k LIMIT ?"
+        with self._connection() as cnx:
+            rows = cnx.execute(sql, (*params, limit)).fetchall()
+        return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
+                for row in rows]
 
     def delete(self, key: bytes) -> tuple[bool, str]:
         with self._connection() as cnx:
@@ -148,3 +179,4 @@ class SQLiteStore:
             connections, self._all = self._all, []
         for cnx in connections:
             cnx.close()
+
