@@ -12,7 +12,8 @@ API::
 Command line (``python -m kvgrpc.client --help``)::
 
     python -m kvgrpc.client [--target HOST:PORT] put KEY VALUE | get KEY | delete KEY
-    python -m kvgrpc.client stream FILE.csv [--no-header] [--skip-bad]
+    python -m kvgrpc.client stream FILE.csv [--no-header] [--skip-bad] [--resume-from N]
+    python -m kvgrpc.client shell
 
 The client takes and returns plain Python values and raises the exceptions of
 :mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out.
@@ -21,8 +22,12 @@ The client takes and returns plain Python values and raises the exceptions of
 from __future__ import annotations
 
 import argparse
+import cmd
+import contextlib
 import csv
 import os
+import shlex
+import socket
 import sys
 import threading
 import time
@@ -76,8 +81,36 @@ def _error_from(exc: grpc.RpcError) -> KvError:
     )
 
 
+def channel_target(target: str) -> str:
+    """The gRPC target for ``host:port`` or several ``host:port,host:port``.
+
+    Several servers become one ``ipv4:``/``ipv6:`` address list (names resolved here), so
+    one channel holds a connection to each and round_robin spreads calls over them.
+    """
+    parts = [p.strip() for p in target.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return target
+    addresses = []
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"target {part!r} is not HOST:PORT")
+        host = host.strip("[]")
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first: one family for all
+        family, *_, sockaddr = infos[0]
+        ip = sockaddr[0]
+        addresses.append((family, f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"))
+    families = {family for family, _ in addresses}
+    if len(families) > 1:
+        raise ValueError("several targets must all be IPv4 or all IPv6")
+    scheme = "ipv6" if families == {socket.AF_INET6} else "ipv4"
+    return f"{scheme}:" + ",".join(address for _, address in addresses)
+
+
 class KeyValueClient:
-    """A client of one kvgrpc server (``target`` is ``host:port``).
+    """A client of a kvgrpc server (``target`` is ``host:port``), or of several servers in
+    front of the same databases (``host:port,host:port``: calls are spread round-robin).
 
     Thread-safe: one instance (one HTTP/2 channel) can be shared by many threads. Use it
     as a context manager, or call :meth:`close`. Unary calls have a deadline of
@@ -107,9 +140,10 @@ class KeyValueClient:
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", -1)]
-        )
+        options = [("grpc.max_receive_message_length", -1)]
+        if "," in target:  # several servers: spread calls over them
+            options.append(("grpc.lb_policy_name", "round_robin"))
+        self._channel = grpc.insecure_channel(channel_target(target), options=options)
         self._stub = kv_pb2_grpc.KeyValueStub(self._channel)
 
     def wait_until_connected(self, timeout: float = 10.0) -> None:
@@ -420,6 +454,135 @@ def _progress_bar(err):
 
 
 # --------------------------------------------------------------------------------------
+# Interactive shell (the original client read commands from the terminal)
+# --------------------------------------------------------------------------------------
+
+
+class Shell(cmd.Cmd):
+    """``python -m kvgrpc.client shell``: put/get/del/scan/status at a prompt.
+
+    Line editing and history come from readline (history kept in ~/.kvgrpc_history when
+    the shell runs on a terminal). Arguments are split like a POSIX shell, so quote keys
+    or values with spaces. Errors are printed and the shell goes on.
+    """
+
+    intro = "kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | status | quit"
+
+    def __init__(self, client: KeyValueClient, out) -> None:
+        super().__init__(stdout=out)
+        self.client = client
+        self.prompt = f"kvgrpc {client.target}> "
+
+    def _args(self, line: str, count: range) -> list[str] | None:
+        try:
+            args = shlex.split(line)
+        except ValueError as exc:
+            self._say(f"error: {exc}")
+            return None
+        if len(args) not in count:
+            self._say(f"error: expected {count.start}{'' if len(count) == 1 else f' to {count.stop - 1}'} "
+                      "argument(s); try 'help'")
+            return None
+        return args
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stdout)
+
+    def onecmd(self, line: str) -> bool:
+        try:
+            return super().onecmd(line)
+        except KvError as exc:
+            self._say(f"error: {exc}")
+            return False
+
+    def emptyline(self) -> bool:
+        return False
+
+    def default(self, line: str) -> None:
+        self._say(f"error: unknown command {line.split()[0]!r}; try 'help'")
+
+    def do_put(self, line: str) -> None:
+        """put KEY VALUE: store VALUE (text) under KEY."""
+        if args := self._args(line, range(2, 3)):
+            self._say(f"ok (version {self.client.put(args[0], args[1])})")
+
+    def do_get(self, line: str) -> None:
+        """get KEY: print the value under KEY."""
+        if args := self._args(line, range(1, 2)):
+            self._say(self.client.get(args[0]).decode("utf-8", "backslashreplace"))
+
+    def do_del(self, line: str) -> None:
+        """del KEY: remove KEY."""
+        if args := self._args(line, range(1, 2)):
+            self._say("deleted" if self.client.delete(args[0]) else "not found (nothing deleted)")
+
+    def do_scan(self, line: str) -> None:
+        """scan [PREFIX] [LIMIT]: list keys and values in key order (default: 20 of them)."""
+        args = self._args(line, range(0, 3))
+        if args is None:
+            return
+        prefix = args[0] if args else ""
+        try:
+            limit = int(args[1]) if len(args) > 1 else 20
+        except ValueError:
+            self._say("error: LIMIT must be a number")
+            return
+        shown = 0
+        for record in self.client.scan(prefix, page_size=max(1, min(limit, 1000))):
+            if shown == limit:
+                self._say("... (more)")
+                break
+            self._say(f"{record.key} = {record.value.decode('utf-8', 'backslashreplace')}")
+            shown += 1
+        if shown == 0:
+            self._say("(no keys)")
+
+    def do_status(self, line: str) -> None:
+        """status: the server's database endpoints."""
+        for e in self.client.status():
+            lag = "-" if e.lag_ms is None else f"{e.lag_ms} ms"
+            state = "healthy" if e.healthy else f"NOT healthy ({e.problem})"
+            self._say(f"{e.role:<8} {state}, lag {lag}, pool {e.pool_in_use}/{e.pool_size}: {e.name}")
+
+    def do_quit(self, line: str) -> bool:
+        """quit: leave the shell (also: exit, Ctrl-D)."""
+        return True
+
+    do_exit = do_quit
+
+    def do_EOF(self, line: str) -> bool:
+        """EOF (Ctrl-D): leave the shell."""
+        self._say("")
+        return True
+
+
+def _run_shell(client: KeyValueClient, out) -> int:
+    history = os.path.expanduser("~/.kvgrpc_history")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline
+
+            with contextlib.suppress(OSError):
+                readline.read_history_file(history)
+        except ImportError:
+            interactive = False
+    shell = Shell(client, out)
+    if not interactive:
+        shell.prompt = ""
+        shell.intro = None
+    try:
+        shell.cmdloop()
+    except KeyboardInterrupt:
+        print("", file=out)
+    finally:
+        if interactive:
+            with contextlib.suppress(OSError):
+                readline.write_history_file(history)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
 
@@ -427,7 +590,8 @@ def _progress_bar(err):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvgrpc", description="Talk to a kvgrpc server.")
     p.add_argument("--target", default=os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET),
-                   help=f"server HOST:PORT (default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
+                   help=f"server HOST:PORT, or several comma-separated to spread calls over them "
+                        f"(default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of unary calls, seconds")
     sub = p.add_subparsers(dest="command", required=True)
     put = sub.add_parser("put", help="store VALUE (UTF-8 text) under KEY")
@@ -437,6 +601,7 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("key")
     delete = sub.add_parser("delete", help="remove KEY")
     delete.add_argument("key")
+    sub.add_parser("shell", help="an interactive shell: put, get, del, scan, status")
     stream = sub.add_parser("stream", help="load a CSV file of key,value records over one stream")
     stream.add_argument("file", help="RFC 4180 CSV, UTF-8 (with or without BOM)")
     stream.add_argument("--no-header", dest="header", action="store_false",
@@ -466,6 +631,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
                 print("deleted" if client.delete(args.key) else "not found (nothing deleted)", file=out)
             elif args.command == "stream":
                 return _stream_file(client, args, out, err)
+            elif args.command == "shell":
+                return _run_shell(client, out)
     except KvError as exc:
         print(f"error: {exc}", file=err)
         return 1

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.deadlines import call_deadline, current as current_deadline
@@ -251,6 +252,12 @@ class KeyValueServer:
         )
         kv_pb2_grpc.add_KeyValueServicer_to_server(KeyValueServicer(service), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        # Server reflection: `grpcurl -plaintext HOST:PORT list` / `describe` need no proto file.
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            self._grpc,
+        )
         self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {config.host}:{config.port}")

@@ -188,3 +188,34 @@ def test_stream_shows_a_progress_bar_on_a_terminal(sqlite_server, tmp_path):
     screen = b"".join(chunks)
     assert proc.returncode == 0 and out.startswith("5000 records committed")
     assert b"sent" in screen and b"5.00k" in screen  # tqdm's bar: "sent: 5.00k records [...]"
+
+
+def test_shell_runs_commands_from_its_input(sqlite_server):
+    script = "\n".join([
+        "put greeting 'hello world'",
+        "get greeting",
+        "put other x",
+        "scan",
+        "scan gr",
+        "del greeting",
+        "get greeting",
+        "put onlyone",
+        "bogus",
+        "status",
+        "quit",
+    ]) + "\n"
+    result = run_cli("--target", sqlite_server.target, "shell", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "ok (version 1)",
+        "hello world",
+        "ok (version 1)",
+        "greeting = hello world",
+        "other = x",
+        "greeting = hello world",
+        "deleted",
+        "error: key 'greeting' not found",
+        "error: expected 2 argument(s); try 'help'",
+        "error: unknown command 'bogus'; try 'help'",
+        f"embedded healthy, lag 0 ms, pool 0/1: {sqlite_server.server.service.writer.description}",
+    ]
