@@ -33,10 +33,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.auth import channel_credentials, with_token
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
@@ -116,6 +118,10 @@ class KeyValueClient:
     as a context manager, or call :meth:`close`. Unary calls have a deadline of
     ``timeout`` seconds; ``stream_put`` has none (a large load may take long).
 
+    ``token`` is sent as a bearer token with every call; ``tls`` (or ``ca_file``) makes
+    the channel TLS, trusting ``ca_file`` (default: the system's roots), presenting
+    ``cert_file``/``key_file`` to a server that requires client certificates.
+
     Reads take ``consistency``: ``"eventual"`` (the server's default: any healthy
     replica), ``"strong"`` (the master) or ``"bounded"`` with ``max_staleness_ms``. The
     client remembers the token of the latest write it made (:attr:`last_write_token`);
@@ -132,6 +138,11 @@ class KeyValueClient:
         batch_records: int = 500,
         batch_bytes: int = 1 << 20,
         read_your_writes: bool = False,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         self.target = target
         self.read_your_writes = read_your_writes
@@ -143,8 +154,12 @@ class KeyValueClient:
         options = [("grpc.max_receive_message_length", -1)]
         if "," in target:  # several servers: spread calls over them
             options.append(("grpc.lb_policy_name", "round_robin"))
-        self._channel = grpc.insecure_channel(channel_target(target), options=options)
-        self._stub = kv_pb2_grpc.KeyValueStub(self._channel)
+        if tls or ca_file or cert_file:
+            credentials = channel_credentials(ca_file, cert_file, key_file)
+            self._channel = grpc.secure_channel(channel_target(target), credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(channel_target(target), options=options)
+        self._stub = kv_pb2_grpc.KeyValueStub(with_token(self._channel, token))
 
     def wait_until_connected(self, timeout: float = 10.0) -> None:
         """Connects now (rather than on the first call); raises Unavailable if it cannot."""
@@ -593,6 +608,12 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"server HOST:PORT, or several comma-separated to spread calls over them "
                         f"(default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of unary calls, seconds")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="send the bearer token in FILE (default: $KVGRPC_TOKEN, if set)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (system CAs)")
+    p.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA (PEM)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the client certificate's key (PEM)")
     sub = p.add_subparsers(dest="command", required=True)
     put = sub.add_parser("put", help="store VALUE (UTF-8 text) under KEY")
     put.add_argument("key")
@@ -619,8 +640,12 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     err = err or sys.stderr
     args = _parser().parse_args(argv)
     try:
+        token = (Path(args.token_file).read_text().strip() if args.token_file
+                 else os.environ.get("KVGRPC_TOKEN") or None)
         with KeyValueClient(args.target, timeout=args.timeout,
-                            batch_records=getattr(args, "batch_size", 500)) as client:
+                            batch_records=getattr(args, "batch_size", 500), token=token,
+                            tls=args.tls, ca_file=args.tls_ca, cert_file=args.tls_cert,
+                            key_file=args.tls_key) as client:
             if args.command == "put":
                 version = client.put(args.key, args.value)
                 print(f"ok (version {version})", file=out)

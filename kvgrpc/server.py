@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.auth import TokenAuthInterceptor, load_tokens, server_credentials
 from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
@@ -57,6 +58,10 @@ class ServerConfig:
     max_replica_lag: float = 5.0
     monitor_interval: float = 0.1
     require_semi_sync: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # set: clients must present a certificate it signed
+    auth_tokens: Sequence[str] = field(default_factory=tuple, repr=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -242,8 +247,10 @@ class KeyValueServer:
         self.config = config
         self.service = service
         self.health = health.HealthServicer()
+        interceptors = [TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else []
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
+            interceptors=interceptors,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs or config.max_workers,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -258,7 +265,16 @@ class KeyValueServer:
              reflection.SERVICE_NAME),
             self._grpc,
         )
-        self.port = self._grpc.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert or config.tls_key:
+            if not (config.tls_cert and config.tls_key):
+                raise ValueError("TLS needs both --tls-cert and --tls-key")
+            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+            self.port = self._grpc.add_secure_port(address, credentials)
+        elif config.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        else:
+            self.port = self._grpc.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.host}:{config.port}")
 
@@ -326,6 +342,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds of lag beyond which a replica stops serving reads (default: 5)")
     p.add_argument("--require-semi-sync", action="store_true",
                    help="acknowledge a write only if semi-synchronous replication confirmed it")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--tls-client-ca", metavar="FILE",
+                   help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--auth-tokens-file", metavar="FILE",
+                   help="accept calls with 'authorization: Bearer TOKEN' for a token in FILE "
+                   "(one per line; also KVGRPC_AUTH_TOKENS, comma-separated); others get "
+                   "UNAUTHENTICATED")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -356,13 +380,17 @@ def config_from_args(
         shutdown_grace=args.shutdown_grace,
         max_replica_lag=args.max_replica_lag,
         require_semi_sync=args.require_semi_sync,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=tuple(load_tokens(environ.get("KVGRPC_AUTH_TOKENS"), args.auth_tokens_file)),
     ), args.log_level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, log_level = config_from_args(argv)
-    except KvError as exc:
+    except (KvError, OSError) as exc:
         print(f"kvgrpc-server: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -378,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     server.start()
-    _LOGGER.info("listening on %s:%d", config.host, server.port)
+    _LOGGER.info("listening on %s:%d (%s, %s)", config.host, server.port,
+                 ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls_cert else "plaintext",
+                 f"bearer tokens required ({len(config.auth_tokens)} configured)"
+                 if config.auth_tokens else "no authentication")
     _LOGGER.info("writes: %s", server.service.writer.description)
     for reader in server.service.readers:
         _LOGGER.info("reads: %s", reader.description)

@@ -8,6 +8,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bash "$repo/scripts/bootstrap.sh" dev
 bash "$repo/scripts/mysql-sandbox.sh" install  # mariadb-server, only where missing
+# The TLS tests make their certificates with the openssl command.
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "test.sh: the openssl command is missing (apt-get install openssl)" >&2; exit 1
+  fi
+fi
 cd "$repo"
 # The MySQL C extension must load before anything imports ssl or hashlib (pytest does),
 # or the driver falls back to pure Python (DEVELOPERS.md); so it is imported first.

@@ -1,0 +1,130 @@
+"""TLS, mutual TLS and bearer tokens, against real servers; and no secret in the logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kvgrpc.client import KeyValueClient
+from kvgrpc.errors import Unauthenticated, Unavailable
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+def _openssl(*args: str, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(directory, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=directory)
+
+
+def _make_cert(directory, name: str, ca: str, san: str) -> None:
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    (directory / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+             cwd=directory)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for localhost/127.0.0.1, a client certificate, and an
+    unrelated CA — made with openssl for this test run."""
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca(d, "ca")
+    _make_ca(d, "other-ca")
+    _make_cert(d, "server", "ca", "DNS:localhost,IP:127.0.0.1")
+    _make_cert(d, "client", "ca", "DNS:client")
+    return d
+
+
+def test_token_required(start_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), auth_tokens=(TOKEN,))
+    with server.client() as anonymous:
+        with pytest.raises(Unauthenticated, match="missing or invalid bearer token"):
+            anonymous.put("k", b"v")
+        with pytest.raises(Unauthenticated):
+            list(anonymous.scan())
+        with pytest.raises(Unauthenticated):
+            anonymous.stream_put([("k", b"v")])
+    with server.client(token="wrong-token") as wrong:
+        with pytest.raises(Unauthenticated):
+            wrong.get("k")
+    with server.client(token=TOKEN) as kv:
+        assert kv.put("k", b"v") == 1 and kv.get("k") == b"v"
+        assert kv.stream_put([("a", b"1"), ("b", b"2")]) == 2
+    # Load balancers' health checks need no token.
+    with grpc.insecure_channel(server.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
+
+
+def test_tls_and_a_wrong_ca(start_server, tmp_path, pki):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"),
+                          tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"))
+    with server.client(ca_file=str(pki / "ca.pem"), timeout=5) as kv:
+        assert kv.put("k", b"over tls") == 1
+    with server.client(ca_file=str(pki / "other-ca.pem"), timeout=3) as impostor_trust:
+        with pytest.raises(Unavailable):
+            impostor_trust.get("k")
+    with server.client(timeout=3) as plaintext:
+        with pytest.raises(Unavailable):
+            plaintext.get("k")
+
+
+def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"),
+                          tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"),
+                          tls_client_ca=str(pki / "ca.pem"), auth_tokens=(TOKEN,))
+    with server.client(ca_file=str(pki / "ca.pem"), cert_file=str(pki / "client.pem"),
+                       key_file=str(pki / "client.key"), token=TOKEN, timeout=5) as kv:
+        assert kv.put("k", b"mutual") == 1
+    with server.client(ca_file=str(pki / "ca.pem"), token=TOKEN, timeout=3) as no_cert:
+        with pytest.raises(Unavailable):
+            no_cert.get("k")
+
+
+def test_cli_with_tls_and_token_and_no_secret_in_server_log(tmp_path, pki, sandbox):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"# tokens\n{TOKEN}\n")
+    env = dict(os.environ, KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
+               KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
+    password = re.match(r"mysql://[^:]+:([^@]+)@", sandbox.env["KVGRPC_MASTER_URL"]).group(1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
+         "--table", f"sec{os.getpid()}", "--auth-tokens-file", str(token_file),
+         "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+         "--log-level", "DEBUG"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        log = ""
+        for line in proc.stderr:
+            log += line
+            if "driver:" in line:
+                break
+        port = re.search(r"listening on 127\.0\.0\.1:(\d+) \(TLS, bearer tokens required \(1 configured\)\)",
+                         log).group(1)
+        cli = [sys.executable, "-m", "kvgrpc.client", "--target", f"localhost:{port}",
+               "--tls-ca", str(pki / "ca.pem")]
+        refused = subprocess.run([*cli, "get", "k"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "missing or invalid bearer token" in refused.stderr
+        accepted = subprocess.run([*cli, "put", "k", "v"], capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, KVGRPC_TOKEN=TOKEN))
+        assert accepted.returncode == 0, accepted.stderr
+    finally:
+        proc.terminate()
+        log += proc.communicate(timeout=30)[1]
+    assert TOKEN not in log and password not in log
