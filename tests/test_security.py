@@ -12,7 +12,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kvgrpc.client import KeyValueClient
 from kvgrpc.errors import Unauthenticated, Unavailable
 
 TOKEN = "s3cret-token-for-tests-0123456789"
