@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.auth import TokenAuthInterceptor, load_tokens, server_credentials
+from kvgrpc.metrics import Metrics
 from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
@@ -62,6 +63,7 @@ class ServerConfig:
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate it signed
     auth_tokens: Sequence[str] = field(default_factory=tuple, repr=False)
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
 
 
 # --------------------------------------------------------------------------------------
@@ -247,7 +249,13 @@ class KeyValueServer:
         self.config = config
         self.service = service
         self.health = health.HealthServicer()
-        interceptors = [TokenAuthInterceptor(config.auth_tokens)] if config.auth_tokens else []
+        self.metrics = Metrics(service) if config.metrics_port is not None else None
+        self.metrics_port: int | None = None
+        interceptors: list[grpc.ServerInterceptor] = []
+        if self.metrics is not None:  # outermost, so refused calls are counted too
+            interceptors.append(self.metrics.interceptor())
+        if config.auth_tokens:
+            interceptors.append(TokenAuthInterceptor(config.auth_tokens))
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
             interceptors=interceptors,
@@ -281,6 +289,8 @@ class KeyValueServer:
     def start(self) -> None:
         self.service.start()
         self._grpc.start()
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.serve(self.config.host.strip("[]"), self.config.metrics_port)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -288,6 +298,8 @@ class KeyValueServer:
         """Refuses new calls, lets in-flight ones finish for ``grace`` seconds, closes stores."""
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.service.close()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
@@ -350,6 +362,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="accept calls with 'authorization: Bearer TOKEN' for a token in FILE "
                    "(one per line; also KVGRPC_AUTH_TOKENS, comma-separated); others get "
                    "UNAUTHENTICATED")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -384,6 +398,7 @@ def config_from_args(
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_tokens=tuple(load_tokens(environ.get("KVGRPC_AUTH_TOKENS"), args.auth_tokens_file)),
+        metrics_port=args.metrics_port,
     ), args.log_level
 
 
@@ -413,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _LOGGER.info("writes: %s", server.service.writer.description)
     for reader in server.service.readers:
         _LOGGER.info("reads: %s", reader.description)
+    if server.metrics_port is not None:
+        _LOGGER.info("metrics on http://%s:%d/metrics", config.host, server.metrics_port)
     if config.master is not None:
         _LOGGER.info("driver: %s", mysql_driver())
     stop.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -124,6 +125,12 @@ class KeyValueService:
         self.commit_policy = commit_policy
         self.router = router or ReadRouter(writer, self.readers, watch_semi_sync=require_semi_sync)
         self.require_semi_sync = require_semi_sync
+        self.records_written = 0  # committed by Put and StreamPut since start, for metrics
+        self._count_lock = threading.Lock()
+
+    def _count_written(self, n: int) -> None:
+        with self._count_lock:
+            self.records_written += n
 
     def start(self) -> None:
         """Starts measuring replicas (the router's monitor thread)."""
@@ -155,6 +162,7 @@ class KeyValueService:
         except FailedPrecondition as exc:
             exc.message = f"{where}: {exc.message}"
             raise
+        self._count_written(1)
         return Written(version, token)
 
     def delete(self, key: str) -> tuple[bool, str]:
@@ -175,7 +183,7 @@ class KeyValueService:
         """
         policy = self.commit_policy
         max_key, max_value = MAX_KEY_BYTES, self.limits.max_value_bytes
-        committer = _Committer(self._write)
+        committer = _Committer(self._write, self._count_written)
         pending: list[tuple[bytes, bytes]] = []
         pending_bytes = 0
         index = 0
@@ -306,8 +314,9 @@ class _Committer:
     counts the records of batches whose commit succeeded.
     """
 
-    def __init__(self, write: Callable) -> None:
+    def __init__(self, write: Callable, count: Callable[[int], None]) -> None:
         self._write = write
+        self._count = count
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
         self._in_flight: Future | None = None
         self.committed = 0
@@ -322,6 +331,7 @@ class _Committer:
         if future is not None:
             count, token = future.result()
             self.committed += count
+            self._count(count)
             self.token = token or self.token
 
     def submit(self, batch: list[tuple[bytes, bytes]]) -> None:

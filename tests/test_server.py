@@ -316,3 +316,28 @@ def test_write_through_one_server_read_through_another(start_server, sandbox, ta
         assert reader.get("shared", consistency="strong") == b"through one"
         sandbox.wait_for_replica()
         assert reader.get("shared") == b"through one"
+
+
+def test_prometheus_metrics(start_server, sandbox, table_name):
+    import urllib.request
+
+    server = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name,
+                          metrics_port=0)
+    with server.client() as kv:
+        kv.put("m", b"1")
+        kv.stream_put((f"m{i}", b"v") for i in range(30))
+        with pytest.raises(NotFound):
+            kv.get("absent", consistency="strong")
+        with pytest.raises(InvalidArgument):
+            kv.put("", b"x")
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert 'kvgrpc_rpc_requests_total{code="OK",method="Put"} 1.0' in text
+    assert 'kvgrpc_rpc_requests_total{code="OK",method="StreamPut"} 1.0' in text
+    assert 'kvgrpc_rpc_requests_total{code="NOT_FOUND",method="Get"} 1.0' in text
+    assert 'kvgrpc_rpc_requests_total{code="INVALID_ARGUMENT",method="Put"} 1.0' in text
+    assert 'kvgrpc_rpc_duration_seconds_bucket{code="OK",le="+Inf",method="Put"} 1.0' in text
+    assert "kvgrpc_records_written_total 31.0" in text
+    assert re.search(r'kvgrpc_pool_connections_max\{endpoint="master [^"]+",role="master"\} 8\.0', text)
+    assert re.search(r'kvgrpc_endpoint_up\{endpoint="replica [^"]+",role="replica"\} 1\.0', text)
+    assert "kvgrpc_replica_lag_seconds{" in text

@@ -1,0 +1,113 @@
+"""Prometheus metrics of a kvgrpc server, served over HTTP (``--metrics-port``).
+
+- ``kvgrpc_rpc_requests_total{method, code}`` and ``kvgrpc_rpc_duration_seconds{method,
+  code}`` (a histogram) for every unary and client-streaming call, measured by a server
+  interceptor, so refused calls (UNAUTHENTICATED, RESOURCE_EXHAUSTED...) count too;
+- ``kvgrpc_records_written_total``: records committed by Put and StreamPut;
+- per database endpoint (``endpoint``, ``role`` labels), read at scrape time from the
+  service's measured state: ``kvgrpc_endpoint_up``, ``kvgrpc_endpoint_healthy``,
+  ``kvgrpc_replica_lag_seconds``, ``kvgrpc_pool_connections_in_use``,
+  ``kvgrpc_pool_connections_max``.
+
+Each server has its own registry (tests run several servers in one process).
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _EndpointCollector:
+    """Turns the service's endpoint status and counters into metrics at scrape time."""
+
+    def __init__(self, service) -> None:
+        self._service = service
+
+    def collect(self):
+        labels = ["endpoint", "role"]
+        up = GaugeMetricFamily("kvgrpc_endpoint_up", "Whether the last check reached the endpoint.", labels=labels)
+        healthy = GaugeMetricFamily("kvgrpc_endpoint_healthy", "Whether the endpoint serves reads now.", labels=labels)
+        lag = GaugeMetricFamily("kvgrpc_replica_lag_seconds", "Measured replication lag.", labels=labels)
+        in_use = GaugeMetricFamily("kvgrpc_pool_connections_in_use", "Connections in use.", labels=labels)
+        size = GaugeMetricFamily("kvgrpc_pool_connections_max", "Most connections opened.", labels=labels)
+        for e in self._service.status():
+            values = [e.name, e.role]
+            up.add_metric(values, float(e.reachable))
+            healthy.add_metric(values, float(e.healthy))
+            if e.lag_ms is not None:
+                lag.add_metric(values, e.lag_ms / 1000)
+            in_use.add_metric(values, e.pool_in_use)
+            size.add_metric(values, e.pool_size)
+        written = CounterMetricFamily("kvgrpc_records_written", "Records committed by Put and StreamPut.")
+        written.add_metric([], self._service.records_written)
+        return [up, healthy, lag, in_use, size, written]
+
+
+class Metrics:
+    """The metrics of one server: an interceptor to install, and an HTTP endpoint."""
+
+    def __init__(self, service) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter("kvgrpc_rpc_requests", "Calls, by method and status code.",
+                                 ["method", "code"], registry=self.registry)
+        self._duration = Histogram("kvgrpc_rpc_duration_seconds", "Call latency, by method and status code.",
+                                   ["method", "code"], buckets=_BUCKETS, registry=self.registry)
+        self.registry.register(_EndpointCollector(service))
+        self._http = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Serves /metrics over HTTP; returns the port (``port`` 0 picks one)."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_address[1]
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def interceptor(self) -> grpc.ServerInterceptor:
+        return _MetricsInterceptor(self)
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        self._requests.labels(method, code).inc()
+        self._duration.labels(method, code).observe(seconds)
+
+
+class _MetricsInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.response_streaming:
+            return handler  # server-streaming calls (health Watch, reflection) are not timed
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        observe = self._metrics.observe
+
+        def timed(behavior):
+            def call(request, context):
+                started = time.perf_counter()
+                failed = False
+                try:
+                    return behavior(request, context)
+                except BaseException:
+                    failed = True
+                    raise
+                finally:
+                    code = context.code()
+                    name = code.name if code is not None else ("UNKNOWN" if failed else "OK")
+                    observe(method, name, time.perf_counter() - started)
+            return call
+
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                timed(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            timed(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
