@@ -1,4 +1,4 @@
-"""Transport security: bearer-token authentication and TLS credentials.
+"""Transport security: bearer-token authentication, TLS credentials, per-client limits.
 
 - Tokens: the server accepts calls whose metadata carries ``authorization: Bearer
   <token>`` for one of its tokens (from ``KVGRPC_AUTH_TOKENS``, comma-separated, or a file
@@ -7,12 +7,18 @@
   constant time and never logged.
 - TLS: the server presents a certificate; with a client CA it also requires and checks
   client certificates (mutual TLS).
+- Per-client limit: at most N concurrent client streams (StreamPut) per client, where a
+  client is its bearer token if it has one, else its IP address; more get
+  RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -138,3 +144,51 @@ class _Details(grpc.ClientCallDetails):
 def with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
     """``channel``, sending ``token`` with every call when one is given."""
     return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
+
+
+def _client_identity(context, metadata) -> str:
+    """Who is calling: a digest of the bearer token, else the peer's IP address."""
+    for key, value in metadata or ():
+        if key == AUTHORIZATION and isinstance(value, str):
+            return "token:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    peer = context.peer()  # "ipv4:127.0.0.1:53122" / "ipv6:[::1]:53122"
+    return "ip:" + peer.rsplit(":", 1)[0]
+
+
+class StreamLimitInterceptor(grpc.ServerInterceptor):
+    """Allows each client at most ``limit`` concurrent client-streaming calls."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the per-client stream limit must be at least 1")
+        self._limit = limit
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not handler.request_streaming or handler.response_streaming:
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        behavior = handler.stream_unary
+
+        def limited(request_iterator, context):
+            who = _client_identity(context, metadata)
+            with self._lock:
+                admitted = self._open[who] < self._limit
+                if admitted:
+                    self._open[who] += 1
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"this client already has {self._limit} streams open (the limit "
+                              "per client); wait for one to finish")
+            try:
+                return behavior(request_iterator, context)
+            finally:
+                with self._lock:
+                    self._open[who] -= 1
+                    if not self._open[who]:
+                        del self._open[who]
+
+        return grpc.stream_unary_rpc_method_handler(
+            limited, handler.request_deserializer, handler.response_serializer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
-from kvgrpc.auth import TokenAuthInterceptor, load_tokens, server_credentials
+from kvgrpc.auth import StreamLimitInterceptor, TokenAuthInterceptor, load_tokens, server_credentials
 from kvgrpc.metrics import Metrics
 from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
@@ -64,6 +65,9 @@ class ServerConfig:
     tls_client_ca: str | None = None  # set: clients must present a certificate it signed
     auth_tokens: Sequence[str] = field(default_factory=tuple, repr=False)
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    max_streams_per_client: int = 8
+    keepalive_time: float = 60.0  # seconds between pings on an idle connection
+    keepalive_timeout: float = 20.0  # seconds to wait for the ping's answer
 
 
 # --------------------------------------------------------------------------------------
@@ -256,6 +260,7 @@ class KeyValueServer:
             interceptors.append(self.metrics.interceptor())
         if config.auth_tokens:
             interceptors.append(TokenAuthInterceptor(config.auth_tokens))
+        interceptors.append(StreamLimitInterceptor(config.max_streams_per_client))
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
             interceptors=interceptors,
@@ -263,6 +268,11 @@ class KeyValueServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", -1),
+                # Keepalive: find dead client connections (and keep NATs open) when idle.
+                ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
+                ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
         kv_pb2_grpc.add_KeyValueServicer_to_server(KeyValueServicer(service), self._grpc)
@@ -362,6 +372,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="accept calls with 'authorization: Bearer TOKEN' for a token in FILE "
                    "(one per line; also KVGRPC_AUTH_TOKENS, comma-separated); others get "
                    "UNAUTHENTICATED")
+    p.add_argument("--max-streams-per-client", type=int, default=8,
+                   help="concurrent StreamPut calls per client (token, else IP); default 8")
+    p.add_argument("--keepalive-time", type=float, default=60.0,
+                   help="seconds of idleness before the server pings a connection (default 60)")
+    p.add_argument("--keepalive-timeout", type=float, default=20.0,
+                   help="seconds to wait for a ping's answer before closing (default 20)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines, or one JSON object per line (for log collectors)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -370,8 +388,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
-) -> tuple[ServerConfig, str]:
-    """Builds the config (and the log level) from the command line and the environment."""
+) -> tuple[ServerConfig, tuple[str, str]]:
+    """Builds the config (and the log level and format) from the command line and environment."""
     args = _parser().parse_args(argv)
     password = environ.get("KVGRPC_MYSQL_PASSWORD")
     master_url = args.master or environ.get("KVGRPC_MASTER_URL") or None
@@ -399,7 +417,27 @@ def config_from_args(
         tls_client_ca=args.tls_client_ca,
         auth_tokens=tuple(load_tokens(environ.get("KVGRPC_AUTH_TOKENS"), args.auth_tokens_file)),
         metrics_port=args.metrics_port,
-    ), args.log_level
+        max_streams_per_client=args.max_streams_per_client,
+        keepalive_time=args.keepalive_time,
+        keepalive_timeout=args.keepalive_timeout,
+    ), (args.log_level, args.log_format)
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message (and any exception)."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,10 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KvError, OSError) as exc:
         print(f"kvgrpc-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level, log_format = log_level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         server = build_server(config)
     except (KvError, ValueError, OSError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -341,3 +342,45 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
     assert re.search(r'kvgrpc_pool_connections_max\{endpoint="master [^"]+",role="master"\} 8\.0', text)
     assert re.search(r'kvgrpc_endpoint_up\{endpoint="replica [^"]+",role="replica"\} 1\.0', text)
     assert "kvgrpc_replica_lag_seconds{" in text
+
+
+def test_streams_per_client_are_limited(start_server, tmp_path):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_streams_per_client=1)
+    release = threading.Event()
+    first_sent = threading.Event()
+
+    def slow_records():
+        yield "slow", b"1"
+        first_sent.set()
+        release.wait(10)
+        yield "slow2", b"2"
+
+    results = []
+    with server.client() as kv:
+        worker = threading.Thread(target=lambda: results.append(kv.stream_put(slow_records())))
+        worker.start()
+        assert first_sent.wait(10)
+        with server.client() as same_client:  # same IP, no token: the same client
+            with pytest.raises(ResourceExhausted, match="already has 1 streams open"):
+                same_client.stream_put([("other", b"x")])
+            release.set()
+            worker.join(10)
+            assert results == [2]
+            assert same_client.stream_put([("other", b"x")]) == 1  # the slot is free again
+
+
+def test_json_logs(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
+         "--sqlite", str(tmp_path / "kv.sqlite3"), "--log-format", "json"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(proc.stderr.readline())
+        assert first["level"] == "INFO" and first["logger"] == "__main__"
+        assert first["message"].startswith("listening on 127.0.0.1:")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[1]
+    assert all(json.loads(line)["message"] for line in rest.splitlines())
