@@ -16,6 +16,15 @@ if ! command -v openssl >/dev/null; then
     echo "test.sh: the openssl command is missing (apt-get install openssl)" >&2; exit 1
   fi
 fi
+# The Node.js client test needs node and its two gRPC packages (tests/node/package-lock.json).
+if ! command -v npm >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "test.sh: node and npm are missing (apt-get install nodejs npm)" >&2; exit 1
+  fi
+fi
+[ -d "$repo/tests/node/node_modules" ] || npm ci --prefix "$repo/tests/node" --no-audit --no-fund --loglevel=error
 cd "$repo"
 # The MySQL C extension must load before anything imports ssl or hashlib (pytest does),
 # or the driver falls back to pure Python (DEVELOPERS.md); so it is imported first.
