@@ -165,6 +165,11 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
         self._open: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def open_streams(self) -> int:
+        """How many client streams are open now, all clients together."""
+        with self._lock:
+            return sum(self._open.values())
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or not handler.request_streaming or handler.response_streaming:

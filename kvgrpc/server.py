@@ -260,7 +260,8 @@ class KeyValueServer:
             interceptors.append(self.metrics.interceptor())
         if config.auth_tokens:
             interceptors.append(TokenAuthInterceptor(config.auth_tokens))
-        interceptors.append(StreamLimitInterceptor(config.max_streams_per_client))
+        self.stream_limit = StreamLimitInterceptor(config.max_streams_per_client)
+        interceptors.append(self.stream_limit)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
             interceptors=interceptors,

@@ -357,21 +357,18 @@ def test_streams_per_client_are_limited(start_server, tmp_path):
         yield "slow2", b"2"
 
     results = []
+    limit = server.server.stream_limit
     with server.client(batch_records=1) as kv:
         worker = threading.Thread(target=lambda: results.append(kv.stream_put(slow_records())))
         worker.start()
         assert first_sent.wait(10)
+        deadline = time.monotonic() + 10
+        while limit.open_streams() == 0:  # the server admits the call on its own thread
+            assert time.monotonic() < deadline, "the first stream never opened"
+            time.sleep(0.01)
         with server.client() as same_client:  # same IP, no token: the same client
-            # The first stream is open once the server has its first message; until then a
-            # second stream may still get in, so try until one is refused.
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    same_client.stream_put([("other", b"x")])
-                except ResourceExhausted as exc:
-                    assert "already has 1 streams open" in str(exc)
-                    break
-                assert time.monotonic() < deadline, "a second stream was never refused"
+            with pytest.raises(ResourceExhausted, match="already has 1 streams open"):
+                same_client.stream_put([("other", b"x")])
             release.set()
             worker.join(10)
             assert results == [2]
