@@ -116,3 +116,25 @@ def version_conflict(expected: int, current: int) -> FailedPrecondition:
     wanted = "not to exist" if expected == 0 else f"to be at version {expected}"
     return FailedPrecondition(f"the key {state}; the write expected it {wanted}",
                               current_version=current)
+
+
+def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: bytes | None,
+               limit: int, keys_only: bool) -> tuple[str, tuple]:
+    """The SELECT of ``Store.scan`` for a quoted ``table`` and a placeholder ``mark``
+    (``%s`` or ``?``), with its parameters; rows are read back by :func:`scanned`."""
+    where, params = [f"k >= {mark}"], [lower]
+    if upper is not None:
+        where.append(f"k < {mark}")
+        params.append(upper)
+    if after is not None:
+        where.append(f"k > {mark}")
+        params.append(after)
+    columns = "k, version" if keys_only else "k, version, v"
+    sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY k LIMIT {mark}"
+    return sql, (*params, limit)
+
+
+def scanned(rows) -> list[StoredRecord]:
+    """The records of the rows a :func:`scan_query` returned (no value when keys only)."""
+    return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
+            for row in rows]

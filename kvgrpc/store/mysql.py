@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.errors import Aborted, Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
-from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name, version_conflict
+from kvgrpc.store.base import (
+    PoolUsage,
+    StoredRecord,
+    check_table_name,
+    scan_query,
+    scanned,
+    version_conflict,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -473,27 +480,15 @@ class MySQLStore:
                 found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
         return found
 
-
-    # -- replication -------------------------------------------------------------------
-
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:
-        where, params = ["k >= %s"], [lower]
-        if upper is not None:
-            where.append("k < %s")
-            params.append(upper)
-        if after is not None:
-            where.append("k > %s")
-            params.append(after)
-        columns = "k, version" if keys_only else "k, version, v"
-        sql = (f"SELECT {columns} FROM `{self.table}` WHERE {' AND '.join(where)} "
-               "ORDER BY k LIMIT %s")
+        sql, params = scan_query(f"`{self.table}`", "%s", lower, upper, after, limit, keys_only)
         with self._connection() as cnx:
             cur = _cursor(cnx)
-            cur.execute(sql, (*params, limit))
-            rows = cur.fetchall()
-        return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
-                for row in rows]
+            cur.execute(sql, params)
+            return scanned(cur.fetchall())
+
+    # -- replication -------------------------------------------------------------------
 
     def has_applied(self, token: str, timeout: float) -> bool:
         if not token:

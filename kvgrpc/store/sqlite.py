@@ -11,7 +11,14 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from kvgrpc.errors import Internal, ResourceExhausted, Unavailable
-from kvgrpc.store.base import PoolUsage, StoredRecord, check_table_name, version_conflict
+from kvgrpc.store.base import (
+    PoolUsage,
+    StoredRecord,
+    check_table_name,
+    scan_query,
+    scanned,
+    version_conflict,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -137,20 +144,9 @@ class SQLiteStore:
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:
-        t = f'"{self.table}"'
-        where, params = ["k >= ?"], [lower]
-        if upper is not None:
-            where.append("k < ?")
-            params.append(upper)
-        if after is not None:
-            where.append("k > ?")
-            params.append(after)
-        columns = "k, version" if keys_only else "k, version, v"
-        sql = f"SELECT {columns} FROM {t} WHERE {' AND '.join(where)} ORDER BY k LIMIT ?"
+        sql, params = scan_query(f'"{self.table}"', "?", lower, upper, after, limit, keys_only)
         with self._connection() as cnx:
-            rows = cnx.execute(sql, (*params, limit)).fetchall()
-        return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
-                for row in rows]
+            return scanned(cnx.execute(sql, params).fetchall())
 
     def delete(self, key: bytes) -> tuple[bool, str]:
         with self._connection() as cnx:
