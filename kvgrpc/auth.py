@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -156,7 +157,8 @@ def _client_identity(context, metadata) -> str:
 
 
 class StreamLimitInterceptor(grpc.ServerInterceptor):
-    """Allows each client at most ``limit`` concurrent client-streaming calls."""
+    """Allows each client at most ``limit`` concurrent streams: client-streaming calls
+    (StreamPut) and server-streaming ones (Watch) together."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -170,30 +172,44 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
         with self._lock:
             return sum(self._open.values())
 
+    @contextlib.contextmanager
+    def _admitted(self, context, metadata) -> Iterator[None]:
+        who = _client_identity(context, metadata)
+        with self._lock:
+            admitted = self._open[who] < self._limit
+            if admitted:
+                self._open[who] += 1
+        if not admitted:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this client already has {self._limit} streams open (the limit "
+                          "per client); wait for one to finish")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[who] -= 1
+                if not self._open[who]:
+                    del self._open[who]
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or not handler.request_streaming or handler.response_streaming:
-            return handler
+        if handler is None or handler.request_streaming == handler.response_streaming:
+            return handler  # unary calls, and bidi ones (reflection)
         metadata = handler_call_details.invocation_metadata
-        behavior = handler.stream_unary
+        if handler.request_streaming:
+            behavior = handler.stream_unary
 
-        def limited(request_iterator, context):
-            who = _client_identity(context, metadata)
-            with self._lock:
-                admitted = self._open[who] < self._limit
-                if admitted:
-                    self._open[who] += 1
-            if not admitted:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"this client already has {self._limit} streams open (the limit "
-                              "per client); wait for one to finish")
-            try:
-                return behavior(request_iterator, context)
-            finally:
-                with self._lock:
-                    self._open[who] -= 1
-                    if not self._open[who]:
-                        del self._open[who]
+            def limited(request_iterator, context):
+                with self._admitted(context, metadata):
+                    return behavior(request_iterator, context)
 
-        return grpc.stream_unary_rpc_method_handler(
-            limited, handler.request_deserializer, handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(
+                limited, handler.request_deserializer, handler.response_serializer)
+        server_streaming = handler.unary_stream
+
+        def limited_responses(request, context):
+            with self._admitted(context, metadata):
+                yield from server_streaming(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            limited_responses, handler.request_deserializer, handler.response_serializer)

@@ -8,11 +8,14 @@ API::
         kv.put("greeting", b"hello")
         kv.get("greeting")                  # b'hello'
         kv.stream_put(("k%d" % i, b"v") for i in range(100_000))   # -> 100000
+        for event in kv.watch(prefix="k"):  # every change to keys starting with "k"
+            print(event.type, event.key, event.revision)
 
 Command line (``python -m kvgrpc.client --help``)::
 
     python -m kvgrpc.client [--target HOST:PORT] put KEY VALUE | get KEY | delete KEY
     python -m kvgrpc.client stream FILE.csv [--no-header] [--skip-bad] [--resume-from N]
+    python -m kvgrpc.client watch KEY | --prefix PREFIX [--from-revision N] [--count N]
     python -m kvgrpc.client shell
 
 The client takes and returns plain Python values and raises the exceptions of
@@ -50,7 +53,7 @@ from kvgrpc.errors import (
 from kvgrpc.records import EndpointStatus, Record, check_key
 from kvgrpc.tokens import latest
 
-__all__ = ["KeyValueClient", "Record", "EndpointStatus", "DEFAULT_TARGET"]
+__all__ = ["KeyValueClient", "Record", "EndpointStatus", "Watch", "WatchEvent", "DEFAULT_TARGET"]
 
 DEFAULT_TARGET = "localhost:1313"
 
@@ -147,6 +150,7 @@ class KeyValueClient:
         self.target = target
         self.read_your_writes = read_your_writes
         self._token = ""
+        self._revision = 0
         self._token_lock = threading.Lock()
         self.timeout = timeout
         self.batch_records = batch_records
@@ -189,10 +193,18 @@ class KeyValueClient:
         with self._token_lock:
             return self._token
 
-    def _wrote(self, token: str) -> None:
-        if token:
-            with self._token_lock:
-                self._token = latest(self._token, token)
+    @property
+    def last_revision(self) -> int:
+        """The revision of the latest write this client has made (0 before the first): a
+        :meth:`watch` from it sees the changes made after all of them."""
+        with self._token_lock:
+            return self._revision
+
+    def _wrote(self, reply) -> None:
+        with self._token_lock:
+            if reply.write_token:
+                self._token = latest(self._token, reply.write_token)
+            self._revision = max(self._revision, reply.revision)
 
     def _read_options(self, consistency, max_staleness_ms, min_write_token) -> kv_pb2.ReadOptions:
         if consistency not in _CONSISTENCY:
@@ -214,7 +226,7 @@ class KeyValueClient:
         if expected_version is not None:
             request.expected_version = expected_version
         reply = self._call(self._stub.Put, request)
-        self._wrote(reply.write_token)
+        self._wrote(reply)
         return reply.version
 
     def get(self, key: str, *, consistency: str | None = None, max_staleness_ms: int = 0,
@@ -233,7 +245,7 @@ class KeyValueClient:
     def delete(self, key: str) -> bool:
         """Removes ``key``; returns whether it existed."""
         reply = self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key))
-        self._wrote(reply.write_token)
+        self._wrote(reply)
         return reply.deleted
 
     def batch_get(self, keys: Sequence[str], *, consistency: str | None = None,
@@ -263,6 +275,21 @@ class KeyValueClient:
             token = reply.next_page_token
             if not token:
                 return
+
+    def watch(self, key: str | None = None, *, prefix: str | None = None,
+              start_revision: int | None = None, resume: bool = True) -> Watch:
+        """Watches one ``key``, or every key starting with ``prefix`` (``""``: all keys).
+
+        Returns a :class:`Watch`: iterate it for :class:`WatchEvent` s, in commit order,
+        from the changes after ``start_revision`` (None: from now). With ``resume``, a
+        stream that breaks with UNAVAILABLE (a server stopping, a lost connection) is
+        reopened from the last revision received, on any of the client's servers, without
+        losing or repeating an event. Other errors (e.g. OutOfRange: the revision is no
+        longer kept) are raised from the iteration. ``cancel()`` ends it.
+        """
+        if (key is None) == (prefix is None):
+            raise ValueError("watch one key, or a prefix (prefix='' watches every key)")
+        return Watch(self._stub, key, prefix, start_revision, resume)
 
     def status(self) -> list[EndpointStatus]:
         """The server's database endpoints and their measured state, the master first."""
@@ -294,7 +321,7 @@ class KeyValueClient:
             reply = self._stub.StreamPut(self._messages(records, on_sent))
         except grpc.RpcError as exc:
             raise _error_from(exc) from None
-        self._wrote(reply.write_token)
+        self._wrote(reply)
         return reply.committed_count
 
     def _messages(
@@ -316,6 +343,100 @@ class KeyValueClient:
             yield kv_pb2.StreamPutRequest(records=batch)
             if on_sent:
                 on_sent(len(batch))
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change: ``type`` is ``"put"`` (``value`` and ``version`` as written) or
+    ``"delete"`` (``version`` the record had, no value); ``revision`` is the write's."""
+
+    type: str
+    key: str
+    value: bytes
+    version: int
+    revision: int
+
+
+class Watch:
+    """An open watch (see :meth:`KeyValueClient.watch`): an iterator of :class:`WatchEvent`.
+
+    ``revision`` is how far it has got: every matching change up to that revision has
+    been delivered (None until the server has answered). Use it as a context manager, or
+    call :meth:`cancel` (from any thread) to end it; the iteration then stops.
+    """
+
+    RETRY_MAX_SECONDS = 2.0
+
+    def __init__(self, stub, key: str | None, prefix: str | None, start_revision: int | None,
+                 resume: bool) -> None:
+        self._stub = stub
+        self._key = key
+        self._prefix = prefix
+        self._resume = resume
+        self.revision = start_revision
+        self._beyond = 0  # events delivered with a revision above self.revision
+        self._call = None
+        self._cancelled = threading.Event()
+        self._events = self._run()
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        return next(self._events)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def _request(self) -> kv_pb2.WatchRequest:
+        request = (kv_pb2.WatchRequest(key=self._key) if self._key is not None
+                   else kv_pb2.WatchRequest(prefix=self._prefix))
+        if self.revision is not None:
+            request.start_revision = self.revision
+        return request
+
+    def _run(self) -> Iterator[WatchEvent]:
+        failures = 0
+        while not self._cancelled.is_set():
+            # Reopened after a break: the server sends again the events above `revision`
+            # that were already delivered (a revision cut short); they are skipped.
+            skip = self._beyond
+            self._call = self._stub.Watch(self._request())
+            try:
+                if self._cancelled.is_set():
+                    self._call.cancel()
+                for response in self._call:
+                    failures = 0
+                    for e in response.events:
+                        if skip:
+                            skip -= 1
+                            continue
+                        self._beyond += 1
+                        yield WatchEvent(
+                            "delete" if e.type == kv_pb2.EVENT_TYPE_DELETE else "put",
+                            e.record.key, e.record.value, e.record.version, e.revision,
+                        )
+                    if self.revision is None or response.revision > self.revision:
+                        self.revision = response.revision
+                        self._beyond = 0
+                raise Unavailable("the server ended the watch")  # it never does so normally
+            except (grpc.RpcError, Unavailable) as exc:
+                if self._cancelled.is_set():
+                    return
+                error = _error_from(exc) if isinstance(exc, grpc.RpcError) else exc
+                if not (self._resume and isinstance(error, Unavailable)):
+                    raise error from None
+                failures += 1
+                self._cancelled.wait(min(self.RETRY_MAX_SECONDS, 0.05 * 2 ** failures))
 
 
 # --------------------------------------------------------------------------------------
@@ -481,7 +602,8 @@ class Shell(cmd.Cmd):
     or values with spaces. Errors are printed and the shell goes on.
     """
 
-    intro = "kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | status | quit"
+    intro = ("kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | "
+             "watch KEY | watch --prefix [PREFIX] | status | quit")
 
     def __init__(self, client: KeyValueClient, out) -> None:
         super().__init__(stdout=out)
@@ -551,6 +673,26 @@ class Shell(cmd.Cmd):
             shown += 1
         if shown == 0:
             self._say("(no keys)")
+
+    def do_watch(self, line: str) -> None:
+        """watch KEY | watch --prefix [PREFIX]: print changes as they happen, until Ctrl-C."""
+        args = self._args(line, range(1, 3))
+        if args is None:
+            return
+        if args[0] == "--prefix":
+            target = {"prefix": args[1] if len(args) > 1 else ""}
+        elif len(args) == 1:
+            target = {"key": args[0]}
+        else:
+            self._say("error: watch KEY, or watch --prefix [PREFIX]")
+            return
+        self._say("watching; Ctrl-C to stop")
+        with self.client.watch(**target) as watch:
+            try:
+                for event in watch:
+                    self._say(_event_line(event))
+            except KeyboardInterrupt:
+                self._say(f"stopped at revision {watch.revision}")
 
     def do_status(self, line: str) -> None:
         """status: the server's database endpoints."""
@@ -632,6 +774,13 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--batch-size", type=int, default=500, help="records per message (default 500)")
     stream.add_argument("--resume-from", type=int, default=0, metavar="N",
                         help="skip the first N records: those an interrupted run reported committed")
+    watch = sub.add_parser("watch", help="print changes to KEY (or to keys with --prefix) as "
+                                         "they happen: REVISION TYPE KEY VALUE per line")
+    watch.add_argument("key", nargs="?")
+    watch.add_argument("--prefix", help="watch every key starting with PREFIX ('' for all keys)")
+    watch.add_argument("--from-revision", type=int, metavar="N",
+                       help="start with the changes after revision N (default: from now)")
+    watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
     return p
 
 
@@ -658,6 +807,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
                 return _stream_file(client, args, out, err)
             elif args.command == "shell":
                 return _run_shell(client, out)
+            elif args.command == "watch":
+                return _watch(client, args, out, err)
     except KvError as exc:
         print(f"error: {exc}", file=err)
         return 1
@@ -665,6 +816,30 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
         return 1
     return 0
+
+
+def _watch(client: KeyValueClient, args, out, err) -> int:
+    if (args.key is None) == (args.prefix is None):
+        print("error: watch KEY, or watch --prefix PREFIX", file=err)
+        return 2
+    seen = 0
+    with client.watch(args.key, prefix=args.prefix, start_revision=args.from_revision) as watch:
+        try:
+            for event in watch:
+                print(_event_line(event), file=out, flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
+        except KeyboardInterrupt:
+            print(f"stopped at revision {watch.revision} (resume with --from-revision "
+                  f"{watch.revision})", file=err)
+    return 0
+
+
+def _event_line(event: WatchEvent) -> str:
+    """One line per event: revision, PUT/DELETE, key, value (text; escapes for other bytes)."""
+    value = event.value.decode("utf-8", "backslashreplace")
+    return f"{event.revision}\t{event.type.upper()}\t{event.key}\t{value}"
 
 
 def _write_value(value: bytes, out) -> None:

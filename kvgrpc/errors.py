@@ -9,6 +9,7 @@ status back into the same class with :func:`error_for`::
     ├── InvalidArgument          INVALID_ARGUMENT    bad key, value or record; bad request
     ├── NotFound                 NOT_FOUND           no record under the key
     ├── FailedPrecondition       FAILED_PRECONDITION the request conflicts with the current state
+    ├── OutOfRange               OUT_OF_RANGE        a position that does not exist (a compacted revision)
     ├── Aborted                  ABORTED             a transaction conflict; retrying may succeed
     ├── ResourceExhausted        RESOURCE_EXHAUSTED  server busy, or a message over the size limit
     ├── Unavailable              UNAVAILABLE         the database (or server) cannot be reached
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "FailedPrecondition",
+    "OutOfRange",
     "Aborted",
     "ResourceExhausted",
     "Unavailable",
@@ -81,6 +83,10 @@ class FailedPrecondition(KvError):
     """The request conflicts with the current state (e.g. an expected version)."""
 
 
+class OutOfRange(KvError):
+    """The request names a position that does not exist (e.g. a compacted revision)."""
+
+
 class Aborted(KvError):
     """A transaction conflict stopped the request; retrying it may succeed."""
 
@@ -114,6 +120,7 @@ STATUS_BY_ERROR: dict[type[KvError], str] = {
     InvalidArgument: "INVALID_ARGUMENT",
     NotFound: "NOT_FOUND",
     FailedPrecondition: "FAILED_PRECONDITION",
+    OutOfRange: "OUT_OF_RANGE",
     Aborted: "ABORTED",
     ResourceExhausted: "RESOURCE_EXHAUSTED",
     Unavailable: "UNAVAILABLE",

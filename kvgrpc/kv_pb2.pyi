@@ -14,6 +14,12 @@ class ReadConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     READ_CONSISTENCY_STRONG: _ClassVar[ReadConsistency]
     READ_CONSISTENCY_BOUNDED_STALENESS: _ClassVar[ReadConsistency]
 
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_PUT: _ClassVar[EventType]
+    EVENT_TYPE_DELETE: _ClassVar[EventType]
+
 class EndpointRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ENDPOINT_ROLE_UNSPECIFIED: _ClassVar[EndpointRole]
@@ -24,6 +30,9 @@ READ_CONSISTENCY_UNSPECIFIED: ReadConsistency
 READ_CONSISTENCY_EVENTUAL: ReadConsistency
 READ_CONSISTENCY_STRONG: ReadConsistency
 READ_CONSISTENCY_BOUNDED_STALENESS: ReadConsistency
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_PUT: EventType
+EVENT_TYPE_DELETE: EventType
 ENDPOINT_ROLE_UNSPECIFIED: EndpointRole
 ENDPOINT_ROLE_MASTER: EndpointRole
 ENDPOINT_ROLE_REPLICA: EndpointRole
@@ -60,12 +69,14 @@ class PutRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("version", "write_token")
+    __slots__ = ("version", "write_token", "revision")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     version: int
     write_token: str
-    def __init__(self, version: _Optional[int] = ..., write_token: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, version: _Optional[int] = ..., write_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("key", "read_options")
@@ -88,12 +99,14 @@ class DeleteRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted", "write_token")
+    __slots__ = ("deleted", "write_token", "revision")
     DELETED_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     write_token: str
-    def __init__(self, deleted: _Optional[bool] = ..., write_token: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, deleted: _Optional[bool] = ..., write_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class BatchGetRequest(_message.Message):
     __slots__ = ("keys", "read_options")
@@ -126,12 +139,14 @@ class KeyValuePair(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class StreamPutResponse(_message.Message):
-    __slots__ = ("committed_count", "write_token")
+    __slots__ = ("committed_count", "write_token", "revision")
     COMMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     committed_count: int
     write_token: str
-    def __init__(self, committed_count: _Optional[int] = ..., write_token: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, committed_count: _Optional[int] = ..., write_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
     __slots__ = ("prefix", "start_key", "end_key", "page_size", "page_bytes", "page_token", "keys_only", "read_options")
@@ -160,6 +175,36 @@ class ScanResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[Record]
     next_page_token: str
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("key", "prefix", "start_revision")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    prefix: str
+    start_revision: int
+    def __init__(self, key: _Optional[str] = ..., prefix: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
+
+class WatchResponse(_message.Message):
+    __slots__ = ("created", "events", "revision")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    revision: int
+    def __init__(self, created: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("type", "record", "revision")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    type: EventType
+    record: Record
+    revision: int
+    def __init__(self, type: _Optional[_Union[EventType, str]] = ..., record: _Optional[_Union[Record, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

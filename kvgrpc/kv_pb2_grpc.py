@@ -65,6 +65,11 @@ class KeyValueStub:
                 request_serializer=kvgrpc_dot_kv__pb2.ScanRequest.SerializeToString,
                 response_deserializer=kvgrpc_dot_kv__pb2.ScanResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/kvgrpc.v1.KeyValue/Watch',
+                request_serializer=kvgrpc_dot_kv__pb2.WatchRequest.SerializeToString,
+                response_deserializer=kvgrpc_dot_kv__pb2.WatchResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/kvgrpc.v1.KeyValue/GetStatus',
                 request_serializer=kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
@@ -139,6 +144,22 @@ class KeyValueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Watch streams the changes made to a key, or to every key with a prefix,
+        as they are committed: puts and deletes, in commit order, with no gaps and
+        no repeats, whichever kvgrpc server of the database made them. The first
+        response has `created` set and the revision the watch starts after. With
+        `start_revision` the watch delivers every change after that revision
+        (OUT_OF_RANGE when it is no longer kept, or is ahead of the database), so a
+        watcher resumes without loss by passing the last `WatchResponse.revision`
+        it received. The stream ends only with an error: UNAVAILABLE when the
+        server shuts down or loses the database (resume elsewhere), or the
+        caller cancelling it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """GetStatus reports each database endpoint the server uses: its role,
         whether it is reachable and serving, its replication lag and its pool use.
@@ -179,6 +200,11 @@ def add_KeyValueServicer_to_server(servicer, server):
                     servicer.Scan,
                     request_deserializer=kvgrpc_dot_kv__pb2.ScanRequest.FromString,
                     response_serializer=kvgrpc_dot_kv__pb2.ScanResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=kvgrpc_dot_kv__pb2.WatchRequest.FromString,
+                    response_serializer=kvgrpc_dot_kv__pb2.WatchResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -349,6 +375,33 @@ class KeyValue:
             '/kvgrpc.v1.KeyValue/Scan',
             kvgrpc_dot_kv__pb2.ScanRequest.SerializeToString,
             kvgrpc_dot_kv__pb2.ScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kvgrpc.v1.KeyValue/Watch',
+            kvgrpc_dot_kv__pb2.WatchRequest.SerializeToString,
+            kvgrpc_dot_kv__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

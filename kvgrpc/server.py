@@ -109,6 +109,13 @@ def _record_pb(record) -> kv_pb2.Record:
     return kv_pb2.Record(key=record.key, value=record.value, version=record.version)
 
 
+def _event_pb(event) -> kv_pb2.Event:
+    return kv_pb2.Event(
+        type=kv_pb2.EVENT_TYPE_DELETE if event.deleted else kv_pb2.EVENT_TYPE_PUT,
+        record=_record_pb(event.record), revision=event.revision,
+    )
+
+
 _CONSISTENCY = {
     kv_pb2.READ_CONSISTENCY_UNSPECIFIED: Consistency.EVENTUAL,
     kv_pb2.READ_CONSISTENCY_EVENTUAL: Consistency.EVENTUAL,
@@ -155,7 +162,8 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
         with _status_on_error(context):
             expected = request.expected_version if request.HasField("expected_version") else None
             written = self._service.put(request.key, request.value, expected)
-        return kv_pb2.PutResponse(version=written.version, write_token=written.token)
+        return kv_pb2.PutResponse(version=written.version, write_token=written.token,
+                                  revision=written.revision)
 
     def Get(self, request: kv_pb2.GetRequest, context) -> kv_pb2.GetResponse:
         with _status_on_error(context):
@@ -166,8 +174,9 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
 
     def Delete(self, request: kv_pb2.DeleteRequest, context) -> kv_pb2.DeleteResponse:
         with _status_on_error(context):
-            deleted, token = self._service.delete(request.key)
-        return kv_pb2.DeleteResponse(deleted=deleted, write_token=token)
+            deleted, commit = self._service.delete(request.key)
+        return kv_pb2.DeleteResponse(deleted=deleted, write_token=commit.token,
+                                     revision=commit.revision)
 
     def BatchGet(self, request: kv_pb2.BatchGetRequest, context) -> kv_pb2.BatchGetResponse:
         with _status_on_error(context):
@@ -182,7 +191,8 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
         batches = ([(r.key, r.value) for r in message.records] for message in request_iterator)
         with _status_on_error(context):
             result = self._service.stream_put(batches)
-        return kv_pb2.StreamPutResponse(committed_count=result.committed, write_token=result.token)
+        return kv_pb2.StreamPutResponse(committed_count=result.committed, write_token=result.token,
+                                        revision=result.revision)
 
     def Scan(self, request: kv_pb2.ScanRequest, context) -> kv_pb2.ScanResponse:
         with _status_on_error(context):
@@ -195,6 +205,23 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
                 page, _read_options(request.read_options), current_deadline()
             )
         return kv_pb2.ScanResponse(records=[_record_pb(r) for r in records], next_page_token=token)
+
+    def Watch(self, request: kv_pb2.WatchRequest, context) -> Iterator[kv_pb2.WatchResponse]:
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)  # the client left, or the call ended
+        target = request.WhichOneof("target")
+        start = request.start_revision if request.HasField("start_revision") else None
+        with _status_on_error(context):
+            batches = self._service.watch(
+                request.key if target == "key" else None,
+                request.prefix if target == "prefix" else None,
+                start, cancelled.is_set,
+            )
+            for batch in batches:
+                yield kv_pb2.WatchResponse(
+                    created=batch.created, revision=batch.revision,
+                    events=[_event_pb(e) for e in batch.events],
+                )
 
     def GetStatus(self, request: kv_pb2.GetStatusRequest, context) -> kv_pb2.GetStatusResponse:
         with _status_on_error(context):
@@ -308,6 +335,7 @@ class KeyValueServer:
     def stop(self, grace: float | None = None) -> None:
         """Refuses new calls, lets in-flight ones finish for ``grace`` seconds, closes stores."""
         self.health.enter_graceful_shutdown()
+        self.service.begin_shutdown()  # watches end now (UNAVAILABLE: resume elsewhere)
         self._grpc.stop(self.config.shutdown_grace if grace is None else grace).wait()
         if self.metrics is not None:
             self.metrics.stop()

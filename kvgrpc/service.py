@@ -8,9 +8,11 @@ gRPC code. The transport (:mod:`kvgrpc.server`) converts messages and calls this
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
+from kvgrpc.store.base import Commit
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,18 +89,47 @@ def _decode_page_token(token: str) -> bytes | None:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """The outcome of a write: the key's version (Put), and the write's token."""
+    """The outcome of a Put: the key's new version, and the write's token and revision."""
 
     version: int
     token: str
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
 class StreamResult:
-    """The outcome of StreamPut: records committed, and the last batch's token."""
+    """The outcome of StreamPut: records committed, and the last batch's token and revision."""
 
     committed: int
     token: str
+    revision: int
+
+
+#: Watch: the most events per response, and about the most bytes of keys and values.
+WATCH_CHUNK_EVENTS = 1000
+WATCH_CHUNK_BYTES = 1 << 20
+#: Watch: how often a watch with nothing to deliver reports the revision it has reached.
+WATCH_PROGRESS_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change a watch delivers: a put (the record as written) or a delete (the key and
+    the version it had), and the revision of the write."""
+
+    record: Record
+    revision: int
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """One Watch response: events in commit order, and the revision up to which every
+    matching change has been delivered. ``created`` marks the first one (no events)."""
+
+    revision: int
+    events: Sequence[Event] = ()
+    created: bool = False
 
 
 class KeyValueService:
@@ -127,6 +159,7 @@ class KeyValueService:
         self.require_semi_sync = require_semi_sync
         self.records_written = 0  # committed by Put and StreamPut since start, for metrics
         self._count_lock = threading.Lock()
+        self._closing = threading.Event()  # set when the server begins to shut down
 
     def _count_written(self, n: int) -> None:
         with self._count_lock:
@@ -158,15 +191,15 @@ class KeyValueService:
         if expected_version is not None and expected_version < 0:
             raise InvalidArgument(f"{where}: expected_version must be 0 or more")
         try:
-            version, token = self._write(lambda store: store.put(k, v, expected_version))
+            version, commit = self._write(lambda store: store.put(k, v, expected_version))
         except FailedPrecondition as exc:
             exc.message = f"{where}: {exc.message}"
             raise
         self._count_written(1)
-        return Written(version, token)
+        return Written(version, commit.token, commit.revision)
 
-    def delete(self, key: str) -> tuple[bool, str]:
-        """Removes a key on the master; returns whether it existed, and the write's token."""
+    def delete(self, key: str) -> tuple[bool, Commit]:
+        """Removes a key on the master; returns whether it existed, and the write's commit."""
         k = check_key(key, f"key {describe_key(key)}")
         return self._write(lambda store: store.delete(k))
 
@@ -211,7 +244,53 @@ class KeyValueService:
             raise
         finally:
             committer.close()  # waits for a commit still in flight (e.g. the client left)
-        return StreamResult(committer.committed, committer.token)
+        return StreamResult(committer.committed, committer.commit.token, committer.commit.revision)
+
+    # -- changes -------------------------------------------------------------------
+
+    def watch(self, key: str | None, prefix: str | None, start_revision: int | None,
+              cancelled: Callable[[], bool]) -> Iterator[WatchBatch]:
+        """The changes to ``key``, or to the keys starting with ``prefix``, as committed.
+
+        Yields a ``created`` batch once the master's change feed is open, then batches of
+        events after ``start_revision`` (None: after the latest revision now), with
+        progress reports while nothing matches. Returns when ``cancelled()``; raises
+        Unavailable when the server shuts down (the caller resumes elsewhere from the
+        last revision it got).
+        """
+        if (key is None) == (prefix is None):
+            raise InvalidArgument("set one of key and prefix (an empty prefix watches every key)")
+        if key is not None:
+            k = check_key(key, f"key {describe_key(key)}")
+            matches: Callable[[bytes], bool] = k.__eq__
+        else:
+            p = prefix.encode("utf-8")
+            if len(p) > MAX_KEY_BYTES:
+                raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
+            matches = lambda change_key: change_key.startswith(p)  # noqa: E731
+        if start_revision is not None and start_revision < 0:
+            raise InvalidArgument("start_revision must be 0 or more")
+        after = self.writer.head_revision() if start_revision is None else start_revision
+        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set())
+        first = next(feed, None)  # raises if the feed cannot start from `after`
+        yield WatchBatch(after, created=True)
+        reported, last = time.monotonic(), after
+        for batch in itertools.chain([first] if first else [], feed):
+            events = [
+                Event(Record(c.key.decode("utf-8", "replace"), c.value, c.version), batch.revision, c.deleted)
+                for c in batch.changes if matches(c.key)
+            ]
+            if events:
+                yield from _chunks(events, batch.revision)
+            elif batch.revision > last and time.monotonic() - reported >= WATCH_PROGRESS_SECONDS:
+                yield WatchBatch(batch.revision)
+            else:
+                continue
+            reported, last = time.monotonic(), batch.revision
+        if self._closing.is_set():
+            raise Unavailable(
+                f"the server is shutting down; resume the watch from revision {last} on another server"
+            )
 
     # -- reads ---------------------------------------------------------------------
 
@@ -299,11 +378,28 @@ class KeyValueService:
         """Every database endpoint's measured state, the master first."""
         return self.router.status()
 
+    def begin_shutdown(self) -> None:
+        """Ends the open watches (with Unavailable, so that their clients resume elsewhere)."""
+        self._closing.set()
+
     def close(self) -> None:
         """Stops the monitor and closes every store."""
         self.router.stop()
         for store in [self.writer, *self.readers]:
             store.close()
+
+
+def _chunks(events: list[Event], revision: int) -> Iterator[WatchBatch]:
+    """Splits one revision's events into responses of bounded size. All but the last report
+    the revision before: the revision is complete only once its last event is sent."""
+    start, size = 0, 0
+    for i, event in enumerate(events):
+        size += len(event.record.key) + len(event.record.value) + 16
+        if i + 1 - start >= WATCH_CHUNK_EVENTS or size >= WATCH_CHUNK_BYTES:
+            if i + 1 < len(events):
+                yield WatchBatch(revision - 1, events[start : i + 1])
+                start, size = i + 1, 0
+    yield WatchBatch(revision, events[start:])
 
 
 class _Committer:
@@ -320,19 +416,19 @@ class _Committer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
         self._in_flight: Future | None = None
         self.committed = 0
-        self.token = ""
+        self.commit = Commit()  # the last batch's
 
-    def _commit(self, batch: list[tuple[bytes, bytes]]) -> tuple[int, str]:
+    def _commit(self, batch: list[tuple[bytes, bytes]]) -> tuple[int, Commit]:
         return len(batch), self._write(lambda store: store.put_many(batch))
 
     def drain(self) -> None:
         """Waits for the batch in flight; raises its error if it failed."""
         future, self._in_flight = self._in_flight, None
         if future is not None:
-            count, token = future.result()
+            count, commit = future.result()
             self.committed += count
             self._count(count)
-            self.token = token or self.token
+            self.commit = commit
 
     def submit(self, batch: list[tuple[bytes, bytes]]) -> None:
         self.drain()

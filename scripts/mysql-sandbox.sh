@@ -619,8 +619,9 @@ CREATE USER 'kvgrpc'@'localhost' IDENTIFIED BY '$1';
 GRANT ALL PRIVILEGES ON \`kvgrpc\`.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
 -- Observing replication: SHOW MASTER STATUS / binlog positions (BINLOG MONITOR,
 -- formerly REPLICATION CLIENT), SHOW SLAVE STATUS (SLAVE MONITOR, alias
--- REPLICA MONITOR), SHOW PROCESSLIST of other users (PROCESS).
-GRANT BINLOG MONITOR, SLAVE MONITOR, PROCESS ON *.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
+-- REPLICA MONITOR), SHOW PROCESSLIST of other users (PROCESS); Watch reads the
+-- master's binlog as a replica does (REPLICATION SLAVE).
+GRANT BINLOG MONITOR, SLAVE MONITOR, PROCESS, REPLICATION SLAVE ON *.* TO 'kvgrpc'@'127.0.0.1', 'kvgrpc'@'localhost';
 -- Administration (restores, fault tests): everything.
 CREATE USER 'kvgrpc_admin'@'127.0.0.1' IDENTIFIED BY '$2';
 CREATE USER 'kvgrpc_admin'@'localhost' IDENTIFIED BY '$2';

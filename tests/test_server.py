@@ -193,6 +193,9 @@ class _Raising:
     def start(self):
         pass
 
+    def begin_shutdown(self):
+        pass
+
     def close(self):
         pass
 
@@ -284,7 +287,7 @@ def test_reflection_describes_the_service(sqlite_server):
         assert {"kvgrpc.v1.KeyValue", "grpc.health.v1.Health"} <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName("kvgrpc.v1.KeyValue")
         assert {m.name for m in service.methods} == {
-            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "GetStatus"}
+            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "Watch", "GetStatus"}
 
 
 def test_health_is_not_serving_while_draining(sqlite_server):

@@ -9,6 +9,7 @@ import pytest
 
 from kvgrpc.errors import Internal, InvalidArgument, ResourceExhausted, Unavailable
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, StoredRecord, redact_url
+from kvgrpc.store.base import NO_COMMIT
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -80,7 +81,7 @@ def test_delete_reports_existence_and_resets_version(store):
     store.put(b"d", b"1")
     store.put(b"d", b"2")
     assert store.delete(b"d")[0] is True
-    assert store.delete(b"d") == (False, "")
+    assert store.delete(b"d") == (False, NO_COMMIT)
     assert store.get(b"d") is None
     assert store.put(b"d", b"3")[0] == 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,46 @@ class StoredRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Commit:
+    """Where a committed write sits.
+
+    ``token``: its place in the replication stream (a GTID on MariaDB/MySQL): a replica
+    that has applied it holds the write; ``""``: nothing to wait for. ``revision``: its
+    place in the change feed (:meth:`Store.changes`), growing with every write to the
+    database; 0 when the write changed nothing (or the store cannot tell).
+    """
+
+    token: str = ""
+    revision: int = 0
+
+
+#: The commit of a write that changed nothing.
+NO_COMMIT = Commit()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record written or deleted, as the change feed reports it."""
+
+    key: bytes
+    value: bytes  # empty for a deletion
+    version: int  # the version written; for a deletion, the version the record had
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """The changes of one revision, in the order they were made.
+
+    A batch without changes reports that the feed has reached ``revision`` (a write to
+    another table, or a quiet interval): every change up to it has been delivered.
+    """
+
+    revision: int
+    changes: Sequence[Change] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PoolUsage:
     """How many of an endpoint's connections are in use, and how many it may open."""
 
@@ -32,17 +72,22 @@ class PoolUsage:
 class Store(Protocol):
     """One storage endpoint. Implementations are safe to share between threads.
 
-    Writes:
-    - ``put`` writes one record durably (committed) and returns ``(version, token)``. With
-      ``expected_version`` it writes only if the key's version equals it (0: the key must
-      not exist) and otherwise raises FailedPrecondition with ``current_version`` set.
+    Writes (each returns the :class:`Commit` of its transaction):
+    - ``put`` writes one record durably (committed) and returns ``(version, commit)``.
+      With ``expected_version`` it writes only if the key's version equals it (0: the key
+      must not exist) and otherwise raises FailedPrecondition with ``current_version`` set.
     - ``put_many`` writes the records in order in one transaction: all or none; when a
       key occurs twice, the later record wins. Calling it again with the same records
-      leaves the same content. Returns the token of the transaction.
-    - ``delete`` returns ``(existed, token)``.
-    - A *token* identifies the write in the endpoint's replication stream (a GTID on
-      MariaDB/MySQL): a replica that has applied it holds the write. ``""`` means there
-      is nothing to wait for (no replication, or the write changed nothing).
+      leaves the same content.
+    - ``delete`` returns ``(existed, commit)``.
+
+    Change feed (the master): ``head_revision()`` is the revision of the latest write;
+    ``changes(after, stopped)`` yields a :class:`ChangeBatch` per revision after ``after``,
+    in commit order, with no gaps and no repeats, including writes made through other
+    servers. It first yields an empty batch once the feed is open, then waits for new
+    writes, yields an empty batch at least every second while quiet, and returns once
+    ``stopped()`` is true. A revision no longer held (or ahead of
+    the head) raises OutOfRange; a feed the database cannot give raises FailedPrecondition.
 
     Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
     ``scan(lower, upper, after, limit, keys_only)`` returns up to ``limit`` records with
@@ -71,11 +116,15 @@ class Store(Protocol):
         """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
         ...
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]: ...
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]: ...
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str: ...
+    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit: ...
 
-    def delete(self, key: bytes) -> tuple[bool, str]: ...
+    def delete(self, key: bytes) -> tuple[bool, Commit]: ...
+
+    def head_revision(self) -> int: ...
+
+    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]: ...
 
     def get(self, key: bytes) -> StoredRecord | None: ...
 

@@ -14,8 +14,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from kvgrpc.deadlines import time_left
-from kvgrpc.errors import Aborted, Internal, InvalidArgument, KvError, ResourceExhausted, Unavailable
+from kvgrpc.errors import (
+    Aborted,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    KvError,
+    ResourceExhausted,
+    Unavailable,
+)
 from kvgrpc.store.base import (
+    NO_COMMIT,
+    ChangeBatch,
+    Commit,
     PoolUsage,
     StoredRecord,
     check_table_name,
@@ -326,17 +337,16 @@ class MySQLStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]:
         if expected_version is not None:
             return self._put_if(key, value, expected_version)
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_put, (key, value))
             version = int(cur.lastrowid)
-            token = self._written(cur)
-            return version, token
+            return version, self._written(cur)
 
-    def _put_if(self, key: bytes, value: bytes, expected: int) -> tuple[int, str]:
+    def _put_if(self, key: bytes, value: bytes, expected: int) -> tuple[int, Commit]:
         """Compare-and-set: one conditional statement (the row lock makes it atomic)."""
         import mysql.connector
 
@@ -359,13 +369,13 @@ class MySQLStore:
             row = cur.fetchone()
         raise version_conflict(expected, 0 if row is None else int(row[0]))
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
+    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit:
         if not records:
-            return ""
+            return NO_COMMIT
         if len(records) >= BULK_LOAD_MIN_RECORDS and self._bulk_load_dir is not None:
-            token = self._load_new_keys(records)
-            if token is not None:
-                return token
+            commit = self._load_new_keys(records)
+            if commit is not None:
+                return commit
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cnx.start_transaction()
@@ -377,10 +387,9 @@ class MySQLStore:
                 with contextlib.suppress(Exception):
                     cnx.rollback()
                 raise
-            token = self._written(cur)
-            return token
+            return self._written(cur)
 
-    def _load_new_keys(self, records: Sequence[tuple[bytes, bytes]]) -> str | None:
+    def _load_new_keys(self, records: Sequence[tuple[bytes, bytes]]) -> Commit | None:
         """The fast path of put_many: ``LOAD DATA LOCAL INFILE ... IGNORE`` of the batch.
 
         The database ingests a file several times faster than a multi-row INSERT it must
@@ -389,7 +398,7 @@ class MySQLStore:
         (no key existed, none repeated, no warning); otherwise it is rolled back and the
         caller upserts it the slow way. Keys and values travel as bytes with backslash,
         tab and newline escaped (:func:`_escape`; hex costs the master a third more CPU).
-        Returns the token, or None when the batch must take the slow path.
+        Returns the commit, or None when the batch must take the slow path.
         """
         path = os.path.join(self._bulk_load_dir, f"batch-{threading.get_ident()}.tsv")
         with open(path, "wb") as f:
@@ -409,8 +418,7 @@ class MySQLStore:
                     with contextlib.suppress(Exception):
                         cnx.rollback()
                     raise
-                token = self._written(cur) if loaded else None
-                return token
+                return self._written(cur) if loaded else None
         except Internal as exc:
             if isinstance(exc.__cause__, Exception) and getattr(exc.__cause__, "errno", None) in _LOCAL_INFILE_REFUSED:
                 _LOGGER.warning("%s refuses LOAD DATA LOCAL INFILE; using multi-row INSERTs only",
@@ -422,16 +430,15 @@ class MySQLStore:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def delete(self, key: bytes) -> tuple[bool, str]:
+    def delete(self, key: bytes) -> tuple[bool, Commit]:
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_delete, (key,))
             deleted = cur.rowcount > 0
-            token = self._written(cur) if deleted else ""
-            return deleted, token
+            return deleted, self._written(cur) if deleted else NO_COMMIT
 
-    def _written(self, cur) -> str:
-        """After a commit: its token, once semi-sync has confirmed it where that is required.
+    def _written(self, cur) -> Commit:
+        """After a commit: where it sits, once semi-sync has confirmed it where that is required.
 
         One round trip reads the token and, if required, the semi-sync state: ON after the
         commit returned means a replica acknowledged it (had the wait timed out, the master
@@ -440,7 +447,7 @@ class MySQLStore:
         token_sql = "@@last_gtid" if self._mariadb else "@@global.gtid_executed"
         if not self._require_semi_sync:
             cur.execute(f"SELECT {token_sql}")
-            return str(cur.fetchone()[0] or "")
+            return self._commit(cur.fetchone()[0])
         cur.execute(f"SELECT {token_sql}, ({_SEMI_SYNC_STATUS_SQL})")
         token, status = cur.fetchone()
         if str(status).upper() != "ON":
@@ -448,7 +455,12 @@ class MySQLStore:
                 "semi-synchronous replication is off, so no replica confirmed the write; "
                 "it is not acknowledged (it may be on the master only; repeating it is safe)"
             )
-        return str(token or "")
+        return self._commit(token)
+
+    def _commit(self, token) -> Commit:
+        token = str(token or "")
+        # MariaDB: the GTID's sequence number is the revision (see kvgrpc.store.binlog).
+        return Commit(token, _revision_of(token) if self._mariadb else 0)
 
     def _chunks(self, records: Sequence[tuple[bytes, bytes]]) -> Iterator[Sequence[tuple[bytes, bytes]]]:
         """Splits records into multi-row INSERTs that fit in ``max_allowed_packet``."""
@@ -517,6 +529,33 @@ class MySQLStore:
             )
             row = cur.fetchone()
         return None if row is None else max(0.0, int(row[0]) / 1e6)
+
+    # -- the change feed -----------------------------------------------------------------
+
+    def _feed(self):
+        if not self._mariadb:
+            raise FailedPrecondition(
+                "Watch needs a MariaDB master; MySQL's GTIDs are not supported yet"
+            )
+        from kvgrpc.store.binlog import BinlogFeed  # only servers that watch load the binlog reader
+
+        settings = dict(host=self.endpoint.host, port=self.endpoint.port,
+                        user=self.endpoint.user, password=self.endpoint.password)
+        return BinlogFeed(settings, self.endpoint.database, self.table, self._query_one)
+
+    def _query_one(self, sql: str) -> tuple:
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(sql)
+            return cur.fetchone()
+
+    def head_revision(self) -> int:
+        self.connect()  # learns whether the server is MariaDB
+        return self._feed().head()
+
+    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+        self.connect()
+        return self._feed().changes(after, stopped)
 
     def semi_sync_active(self) -> bool | None:
         with self._connection() as cnx:
@@ -590,6 +629,12 @@ class _Pool:
             idle, self._idle, self._closed = self._idle, [], True
         for cnx, _ in idle:
             _quietly_close(cnx)
+
+
+def _revision_of(token: str) -> int:
+    """The sequence number of a MariaDB GTID ``domain-server-sequence``; 0 if none."""
+    parts = token.split("-")
+    return int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
 
 
 def _escape(data: bytes) -> bytes:

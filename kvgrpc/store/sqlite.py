@@ -8,10 +8,15 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
-from kvgrpc.errors import Internal, ResourceExhausted, Unavailable
+from kvgrpc.errors import Internal, OutOfRange, ResourceExhausted, Unavailable
 from kvgrpc.store.base import (
+    NO_COMMIT,
+    Change,
+    ChangeBatch,
+    Commit,
     PoolUsage,
     StoredRecord,
     check_table_name,
@@ -23,12 +28,24 @@ from kvgrpc.store.base import (
 _LOGGER = logging.getLogger(__name__)
 
 
+#: How many of the latest changes the change log keeps; older revisions are compacted.
+CHANGES_KEPT = 100_000
+#: While no change arrives, how often a watcher looks again (writes made by another
+#: process on the same file are only seen this way) and reports its progress.
+POLL_SECONDS = 0.2
+PROGRESS_SECONDS = 1.0
+
+
 class SQLiteStore:
     """A SQLite file in WAL mode, with ``synchronous=FULL`` so that commits are durable.
 
     Thread-safe: each operation borrows one connection from a small pool (connections
     are never used by two threads at once). SQLite allows one writer at a time; writers
     wait up to ``busy_timeout`` seconds for each other.
+
+    The change feed is a change-log table, ``<table>_changes``, filled by triggers in the
+    writing transaction: its row id is the revision (one per record written), and the
+    newest ``CHANGES_KEPT`` rows are kept.
     """
 
     def __init__(self, path: str, table: str = "kv", *, busy_timeout: float = 10.0) -> None:
@@ -39,7 +56,11 @@ class SQLiteStore:
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._committed = threading.Condition()  # notified after each write, for watchers
+        self._commits = 0  # writes committed through this store, under self._committed
+        self._pruned_at = 0
         t = f'"{self.table}"'
+        log = f'"{self.table}_changes"'
         self._sql_put = (
             f"INSERT INTO {t} (k, v, version) VALUES (?, ?, 1) "
             f"ON CONFLICT (k) DO UPDATE SET v = excluded.v, version = {t}.version + 1 "
@@ -55,12 +76,27 @@ class SQLiteStore:
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = ?"
         self._sql_delete = f"DELETE FROM {t} WHERE k = ?"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
+        self._sql_head = f"SELECT seq FROM sqlite_sequence WHERE name = '{self.table}_changes'"
+        self._sql_oldest = f"SELECT min(rev) FROM {log}"
+        self._sql_changes = f"SELECT rev, k, v, version, deleted FROM {log} WHERE rev > ? ORDER BY rev LIMIT 1000"
+        self._sql_prune = f"DELETE FROM {log} WHERE rev <= ?"
         with self._connection() as cnx:
             cnx.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} ("
                 "k BLOB NOT NULL PRIMARY KEY, v BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1"
                 ") WITHOUT ROWID"
             )
+            cnx.execute(
+                f"CREATE TABLE IF NOT EXISTS {log} (rev INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " k BLOB NOT NULL, v BLOB NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL)"
+            )
+            for name, event, row in (("insert", "INSERT", "NEW.k, NEW.v, NEW.version, 0"),
+                                     ("update", "UPDATE", "NEW.k, NEW.v, NEW.version, 0"),
+                                     ("delete", "DELETE", "OLD.k, x'', OLD.version, 1")):
+                cnx.execute(
+                    f'CREATE TRIGGER IF NOT EXISTS "{self.table}_log_{name}" AFTER {event} ON {t} '
+                    f"BEGIN INSERT INTO {log} (k, v, version, deleted) VALUES ({row}); END"
+                )
 
     def _connect(self) -> sqlite3.Connection:
         cnx = sqlite3.connect(
@@ -103,29 +139,45 @@ class SQLiteStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, str]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]:
         with self._connection() as cnx:
+            cnx.execute("BEGIN IMMEDIATE")  # the check and the write see the same version
             if expected_version is None:
                 (version,) = cnx.execute(self._sql_put, (key, value)).fetchone()
-                return int(version), ""
-            cnx.execute("BEGIN IMMEDIATE")  # the check and the write see the same version
+                return int(version), self._commit(cnx)
             if expected_version == 0:
                 done = cnx.execute(self._sql_create_only, (key, value)).rowcount == 1
             else:
                 done = cnx.execute(self._sql_update_if, (value, key, expected_version)).rowcount == 1
-            row = None if done else cnx.execute(self._sql_version, (key,)).fetchone()
+            if done:
+                return expected_version + 1, self._commit(cnx)
+            row = cnx.execute(self._sql_version, (key,)).fetchone()
             cnx.execute("COMMIT")
-        if not done:
-            raise version_conflict(expected_version, 0 if row is None else int(row[0]))
-        return expected_version + 1, ""
+        raise version_conflict(expected_version, 0 if row is None else int(row[0]))
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> str:
-        if records:
-            with self._connection() as cnx:
-                cnx.execute("BEGIN IMMEDIATE")
-                cnx.executemany(self._sql_put_many, records)
-                cnx.execute("COMMIT")
-        return ""
+    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit:
+        if not records:
+            return NO_COMMIT
+        with self._connection() as cnx:
+            cnx.execute("BEGIN IMMEDIATE")
+            cnx.executemany(self._sql_put_many, records)
+            return self._commit(cnx)
+
+    def _commit(self, cnx: sqlite3.Connection) -> Commit:
+        """Commits the open write transaction; returns its revision (the last change's)."""
+        revision = self._head(cnx)
+        if revision - self._pruned_at >= 1000:  # keep the change log at CHANGES_KEPT rows
+            cnx.execute(self._sql_prune, (revision - CHANGES_KEPT,))
+            self._pruned_at = revision
+        cnx.execute("COMMIT")
+        with self._committed:
+            self._commits += 1
+            self._committed.notify_all()
+        return Commit("", revision)
+
+    def _head(self, cnx: sqlite3.Connection) -> int:
+        row = cnx.execute(self._sql_head).fetchone()
+        return 0 if row is None else int(row[0])
 
     def get(self, key: bytes) -> StoredRecord | None:
         with self._connection() as cnx:
@@ -148,9 +200,52 @@ class SQLiteStore:
         with self._connection() as cnx:
             return scanned(cnx.execute(sql, params).fetchall())
 
-    def delete(self, key: bytes) -> tuple[bool, str]:
+    def delete(self, key: bytes) -> tuple[bool, Commit]:
         with self._connection() as cnx:
-            return cnx.execute(self._sql_delete, (key,)).rowcount > 0, ""
+            cnx.execute("BEGIN IMMEDIATE")
+            if cnx.execute(self._sql_delete, (key,)).rowcount > 0:
+                return True, self._commit(cnx)
+            cnx.execute("COMMIT")
+        return False, NO_COMMIT
+
+    # The change feed: the change log, read in revision order.
+
+    def head_revision(self) -> int:
+        with self._connection() as cnx:
+            return self._head(cnx)
+
+    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+        with self._connection() as cnx:
+            head = self._head(cnx)
+            (oldest,) = cnx.execute(self._sql_oldest).fetchone()
+        if after > head:
+            raise OutOfRange(f"revision {after} is ahead of the database's latest revision {head}")
+        if oldest is not None and after < oldest - 1:
+            raise OutOfRange(
+                f"revision {after} has been compacted (the change log keeps the latest "
+                f"{CHANGES_KEPT} changes, from revision {oldest}); start from a later revision"
+            )
+        yield ChangeBatch(after)  # the feed is open
+        reported = time.monotonic()
+        while not stopped():
+            with self._committed:
+                commits = self._commits
+            with self._connection() as cnx:
+                rows = cnx.execute(self._sql_changes, (after,)).fetchall()
+            for rev, k, v, version, deleted in rows:
+                if rev != after + 1:  # pruned while this watcher was behind
+                    raise OutOfRange(f"revision {after + 1} was compacted before this watch read it")
+                after = rev
+                yield ChangeBatch(rev, [Change(bytes(k), bytes(v), int(version), bool(deleted))])
+            if rows:
+                reported = time.monotonic()
+                continue
+            if time.monotonic() - reported >= PROGRESS_SECONDS:
+                reported = time.monotonic()
+                yield ChangeBatch(after)
+            with self._committed:
+                if self._commits == commits:  # nothing committed since the query
+                    self._committed.wait(POLL_SECONDS)
 
     # A single file has no replication: every write is applied where it is read.
 

@@ -1,0 +1,246 @@
+"""Watch: changes in commit order, no gaps, no repeats, resumable, across servers."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.client import KeyValueClient, WatchEvent
+from kvgrpc.errors import InvalidArgument, OutOfRange
+from tests.conftest import run_cli
+
+EVERY_BYTE = bytes(range(256))
+
+
+def collect(watch, count: int, timeout: float = 20.0) -> list[WatchEvent]:
+    """The next ``count`` events of ``watch``, read on a thread; fails after ``timeout``."""
+    got: queue.Queue = queue.Queue()
+
+    def read():
+        try:
+            for event in watch:
+                got.put(event)
+        except Exception as exc:  # noqa: BLE001 - handed to the test thread
+            got.put(exc)
+
+    if not hasattr(watch, "_reader"):
+        watch._reader = threading.Thread(target=read, daemon=True)
+        watch._reader.start()
+        watch._queue = got
+    events = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count:
+        item = watch._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(item, Exception):
+            raise item
+        events.append(item)
+    return events
+
+
+def summary(events: list[WatchEvent]) -> list[tuple]:
+    return [(e.type, e.key, e.value, e.version) for e in events]
+
+
+def test_watch_reports_puts_and_deletes_in_commit_order(any_server):
+    with any_server.client() as kv:
+        kv.put("other", b"before")
+        start = kv.last_revision
+        assert start > 0
+        revisions = []
+        kv.put("w/a", b"1")
+        revisions.append(kv.last_revision)
+        kv.put("w/bin", EVERY_BYTE)
+        revisions.append(kv.last_revision)
+        kv.put("x/unwatched", b"not in the prefix")
+        kv.put("w/a", b"2")
+        revisions.append(kv.last_revision)
+        kv.delete("w/bin")
+        revisions.append(kv.last_revision)
+        with kv.watch(prefix="w/", start_revision=start) as watch:
+            events = collect(watch, 4)
+        with kv.watch("w/a", start_revision=start) as one_key:
+            only_a = collect(one_key, 2)
+    assert summary(events) == [
+        ("put", "w/a", b"1", 1),
+        ("put", "w/bin", EVERY_BYTE, 1),
+        ("put", "w/a", b"2", 2),
+        ("delete", "w/bin", b"", 1),
+    ]
+    assert [e.revision for e in events] == revisions  # the revisions the writes returned
+    assert revisions == sorted(set(revisions))
+    assert summary(only_a) == [("put", "w/a", b"1", 1), ("put", "w/a", b"2", 2)]
+
+
+def test_a_live_watch_sees_new_writes_and_resumes_without_gaps_or_repeats(any_server):
+    with any_server.client() as kv:
+        kv.put("r/0", b"first")
+        start = kv.last_revision
+        watch = kv.watch(prefix="r/", start_revision=start)
+        kv.put("r/1", b"a")
+        kv.put("r/2", b"b")
+        first = collect(watch, 2)
+        watch.cancel()
+        resume_from = watch.revision
+        assert resume_from == first[-1].revision
+        kv.put("r/3", b"c")  # written while nobody watches
+        kv.stream_put([(f"r/batch{i}", b"v") for i in range(300)])
+        with kv.watch(prefix="r/", start_revision=resume_from) as resumed:
+            rest = collect(resumed, 301)
+            kv.put("r/4", b"live")
+            live = collect(resumed, 1)
+    keys = [e.key for e in first + rest + live]
+    assert keys == ["r/1", "r/2", "r/3", *[f"r/batch{i}" for i in range(300)], "r/4"]
+
+
+def test_watch_from_now_starts_after_the_latest_write(any_server):
+    with any_server.client() as kv:
+        kv.put("n/old", b"before the watch")
+        with kv.watch(prefix="n/") as watch:
+            collect(watch, 0)  # starts reading
+            deadline = time.monotonic() + 10
+            while watch.revision is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the server has opened the watch and said from where
+            assert watch.revision is not None
+            kv.put("n/new", b"after")
+            assert summary(collect(watch, 1)) == [("put", "n/new", b"after", 1)]
+
+
+def test_watch_rejects_bad_requests(any_server):
+    with grpc.insecure_channel(any_server.target) as channel:
+        stub = kv_pb2_grpc.KeyValueStub(channel)
+        with pytest.raises(grpc.RpcError) as neither:
+            next(iter(stub.Watch(kv_pb2.WatchRequest(), timeout=10)))
+        assert neither.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "key or prefix" in neither.value.details() or "one of key and prefix" in neither.value.details()
+        with pytest.raises(grpc.RpcError) as empty_key:
+            next(iter(stub.Watch(kv_pb2.WatchRequest(key=""), timeout=10)))
+        assert empty_key.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with any_server.client() as kv:
+        kv.put("ahead", b"v")
+        with pytest.raises(OutOfRange, match="ahead of the database"):
+            collect(kv.watch("ahead", start_revision=kv.last_revision + 1000), 1)
+        with pytest.raises(InvalidArgument, match="start_revision"):
+            collect(kv.watch("ahead", start_revision=-1), 1)
+
+
+@pytest.mark.mysql
+def test_a_watcher_on_one_server_sees_writes_made_through_another(start_server, sandbox, table_name):
+    one = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+    two = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+    with one.client() as watcher_side, two.client() as writer:
+        writer.put("s/start", b"x")
+        with watcher_side.watch(prefix="s/", start_revision=writer.last_revision) as watch:
+            writer.put("s/via-two", b"written through the other server")
+            writer.delete("s/start")
+            events = collect(watch, 2)
+    assert summary(events) == [
+        ("put", "s/via-two", b"written through the other server", 1),
+        ("delete", "s/start", b"", 1),
+    ]
+
+
+@pytest.mark.mysql
+def test_a_watch_moves_to_another_server_mid_transaction_without_loss(start_server, sandbox, table_name):
+    """A 2,000-record batch (one transaction, one revision) is cut short by its server
+    stopping; the client resumes on the other server and skips what it already had."""
+    servers = [start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+               for _ in range(2)]
+    value = b"v" * 2000  # 4 MB in all: more than flow control lets through unread
+    keys = [f"big/{i:05d}" for i in range(2000)]
+    with KeyValueClient(",".join(s.target for s in servers)) as kv:
+        kv.put("big/-start", b"")
+        start = kv.last_revision
+        kv.stream_put((k, value) for k in keys)
+        revision = kv.last_revision
+        watch = kv.watch(prefix="big/0", start_revision=start)
+        first = collect(watch, 500)
+        serving = [s for s in servers if s.server.stream_limit.open_streams()]
+        assert len(serving) == 1
+        began = time.monotonic()
+        serving[0].server.stop(grace=10)
+        stop_seconds = time.monotonic() - began
+        rest = collect(watch, 1500)
+        watch.cancel()
+    got = first + rest
+    assert [e.key for e in got] == keys
+    assert {e.revision for e in got} == {revision}
+    assert stop_seconds < 5, "an open watch must not hold up the server's shutdown"
+
+
+@pytest.mark.mysql
+def test_watch_from_a_purged_revision_is_out_of_range(own_sandbox, start_server):
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=(box.replica,))
+    with server.client() as kv:
+        kv.put("p/1", b"v")
+        old = kv.last_revision
+        box.wait_for_replica()
+        box.query("FLUSH BINARY LOGS", root=True)
+        (current,) = box.query("SHOW MASTER STATUS", root=True)[0][:1]
+        deadline = time.monotonic() + 10
+        while len(box.query("SHOW BINARY LOGS", root=True)) > 1:  # a file is purged only
+            assert time.monotonic() < deadline  # once InnoDB has checkpointed past it
+            box.query(f"PURGE BINARY LOGS TO '{current}'", root=True)
+            time.sleep(0.05)
+        with pytest.raises(OutOfRange, match="no longer in the master's binlog"):
+            collect(kv.watch("p/1", start_revision=old - 1), 1)
+        with pytest.raises(OutOfRange, match="no longer in the master's binlog"):
+            collect(kv.watch("p/1", start_revision=0), 1)
+        kv.put("p/2", b"still watchable from a kept revision")
+        with kv.watch(prefix="p/", start_revision=kv.last_revision - 1) as watch:
+            assert summary(collect(watch, 1)) == [("put", "p/2", b"still watchable from a kept revision", 1)]
+
+
+def test_cli_watch_prints_one_line_per_event(any_server):
+    with any_server.client() as kv:
+        kv.put("c/start", b"x")
+        start = kv.last_revision
+        kv.put("c/k", "héllo")
+        kv.delete("c/k")
+    done = run_cli("--target", any_server.target, "watch", "--prefix", "c/",
+                   "--from-revision", str(start), "--count", "2")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [line[1:] for line in lines] == [["PUT", "c/k", "héllo"], ["DELETE", "c/k", ""]]
+    assert int(lines[0][0]) < int(lines[1][0])
+
+
+def test_shell_watch_prints_changes_until_ctrl_c(any_server):
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.client", "--target", any_server.target, "shell"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in shell.stdout],
+                     daemon=True).start()
+    try:
+        shell.stdin.write("watch --prefix sh/\n")
+        shell.stdin.flush()
+        assert lines.get(timeout=15) == "watching; Ctrl-C to stop"
+        with any_server.client() as kv:
+            # The watch starts from "now", once open: write until the shell shows a change.
+            deadline = time.monotonic() + 15
+            while lines.empty() and time.monotonic() < deadline:
+                kv.put("sh/k", b"seen")
+                time.sleep(0.2)
+        assert lines.get(timeout=1).split("\t")[1:] == ["PUT", "sh/k", "seen"]
+        shell.send_signal(signal.SIGINT)
+        while (line := lines.get(timeout=10)).split("\t")[1:2] == ["PUT"]:
+            pass  # more of the writes above
+        assert line.startswith("stopped at revision")
+        shell.stdin.write("get sh/k\n")
+        shell.stdin.close()
+        assert lines.get(timeout=10) == "seen"
+        assert shell.wait(10) == 0
+    finally:
+        shell.kill()
