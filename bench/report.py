@@ -10,21 +10,24 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-PROCESSES = ("client", "server", "master", "replica")
+PROCESSES = ("client", "server", "master", "replica", "watcher")
 BATCH_GET_TARGET = 50_000  # keys/s
 RSS_LIMIT_MB = 150.0
 FLAT_TOLERANCE_MB = 10.0
 UNITS = {"ingest": "records", "health": "calls", "Get": "calls", "Put": "calls",
-         "BatchGet": "keys", "SELECT": "rows", "memory": "records"}
+         "BatchGet": "keys", "SELECT": "rows", "memory": "records", "watch": "events"}
 # (name, numerator, denominator, target): a ratio of rates measured in the same repeat.
 RATIO_TARGETS = [
     ("ingest: kvgrpc stream / LOAD DATA", "ingest kvgrpc stream", "ingest LOAD DATA", 0.75),
+    ("ingest, a watcher of all keys on: / LOAD DATA", "ingest kvgrpc stream + watcher",
+     "ingest LOAD DATA", 0.75),
     ("Get / health Check, 1 thread", "Get x1", "health Check x1", 0.8),
     ("Get / health Check, 8 threads", "Get x8", "health Check x8", 0.8),
     ("Put / health Check, 1 thread", "Put x1", "health Check x1", 0.5),
     ("Put / health Check, 8 threads", "Put x8", "health Check x8", 0.75),
 ]
 RATES_WITHOUT_TARGET = [
+    ("ingest with a watcher / without", "ingest kvgrpc stream + watcher", "ingest kvgrpc stream"),
     ("Get / direct SELECT on the replica, 1 thread", "Get x1", "SELECT replica x1"),
     ("Get 8 threads / direct SELECT 4 connections", "Get x8", "SELECT replica x4"),
 ]
@@ -56,8 +59,23 @@ def summarise(raw: dict) -> dict:
                        "met": all(memory[p]["met"] for p in ("client", "server"))})
     info = [ratio_check(runs, name, a, b, None) for name, a, b in RATES_WITHOUT_TARGET
             if a in runs and b in runs]
+    latency = summarise_latency(runs["watch latency"]) if "watch latency" in runs else {}
     return {"environment": raw["environment"], "benchmarks": benchmarks, "checks": checks,
-            "informational_ratios": info, "memory": memory}
+            "informational_ratios": info, "memory": memory, "watch_latency": latency}
+
+
+def summarise_latency(runs: list[dict]) -> dict:
+    """Watch delivery, ms: after the Put returned, and since the Put was sent (median and
+    99th percentile of each repeat, then summarised over repeats)."""
+    figures = {}
+    for key in ("after_reply_ms", "since_request_ms", "put_ms"):
+        per_run = [sorted(r["extra"][key]) for r in runs]
+        figures[key] = {
+            "p50": stats([statistics.median(v) for v in per_run]),
+            "p99": stats([v[min(len(v) - 1, int(0.99 * len(v)))] for v in per_run]),
+        }
+    figures["samples"] = len(runs[0]["extra"]["put_ms"])
+    return figures
 
 
 def summarise_benchmark(name: str, runs: list[dict]) -> dict:
@@ -173,6 +191,16 @@ def table(summary: dict) -> str:
         lines.append(f"{name:<28} {b['unit'][:-1]:<7}"
                      + "".join(f"{cpu[p]['median']:>10.1f}" if p in cpu else f"{'-':>10}"
                                for p in PROCESSES))
+    latency = summary.get("watch_latency")
+    if latency:
+        lines += ["", f"watch latency: {latency['samples']} Puts, each awaited by a watcher of "
+                  "their prefix on the same server; ms",
+                  f"{'':<36} {'median':>20} {'99th percentile':>20}"]
+        for key, label in (("put_ms", "Put call (until committed)"),
+                           ("after_reply_ms", "delivery after the Put returned"),
+                           ("since_request_ms", "delivery since the Put was sent")):
+            lines.append(f"{label:<36} {fmt(latency[key]['p50'], 2):>20} "
+                         f"{fmt(latency[key]['p99'], 2):>20}")
     memory = summary["memory"]
     if memory:
         lines += ["", f"memory: stream of {memory['records']:,} records, RSS sampled every 0.2 s "
@@ -242,12 +270,12 @@ def _plot_targets(ax, checks: list[dict]) -> None:
 
 def _plot_cpu(ax, benchmarks: dict) -> None:
     names = list(benchmarks)
-    height = 0.2
+    height = 0.16
     colours = {"client": "tab:blue", "server": "tab:orange", "master": "tab:purple",
-               "replica": "tab:gray"}
+               "replica": "tab:gray", "watcher": "tab:green"}
     for j, process in enumerate(PROCESSES):
         values = [benchmarks[n]["cpu_us_per_item"].get(process, {}).get("median", 0) for n in names]
-        ax.barh([i + (j - 1.5) * height for i in range(len(names))],
+        ax.barh([i + (j - (len(PROCESSES) - 1) / 2) * height for i in range(len(names))],
                 [v if v > 0 else float("nan") for v in values],  # 0: below /proc's resolution
                 height=height, label=process, color=colours[process])
     ax.set_yticks(range(len(names)),

@@ -25,11 +25,18 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    >= 50,000 keys/s.
 4. Baseline without kvgrpc: point SELECT of the same rows on the replica with
    mysql-connector (C extension), 1 connection, then 4 threads with a connection each: rows/s.
-5. Memory: `kvgrpc.client stream` of a large CSV (full 10,000,000 records, small 200,000)
+5. Watch: (a) the ingest of 1. again with a watcher of every key connected to the server
+   (a KeyValueClient.watch in this process, counting events): timed until the replica holds
+   every record, as in 1.; the watcher's own time to receive them all is reported apart,
+   and its CPU (this process's rusage) as the "watcher" column; the other processes' CPU
+   is measured until the watcher has received everything. (b) Latency: Puts one after
+   another (full 500, small 50), each awaited by a watcher of its prefix: how long after
+   the Put returned, and after it was sent, the event arrives (median and 99th percentile).
+6. Memory: `kvgrpc.client stream` of a large CSV (full 10,000,000 records, small 200,000)
    while the client's and the server's RSS is sampled from /proc/PID/statm every 0.2 s.
    Reported: start (the sample at 10% of the run, after start-up), peak and end (last
    sample) in MB. Target: flat (peak - start <= 10 MB) and peak < 150 MB, for each.
-6. CPU per item for each process: client, server, master, replica. Server and mariadbd:
+7. CPU per item for each process: client, server, master, replica. Server and mariadbd:
    utime+stime deltas from /proc/PID/stat around the timed window (all their threads,
    background work included: the server's 100 ms heartbeat, InnoDB's threads). Client: for
    a CLI subprocess, os.wait4's rusage of that process (exact, its start-up included); for
@@ -49,11 +56,14 @@ from __future__ import annotations
 import _mysql_connector  # noqa: F401  isort: skip
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import platform
+import queue
 import random
+import resource
 import signal
 import sys
 import tempfile
@@ -85,11 +95,13 @@ class Size:
     memory_records: int  # the memory run's CSV
     seconds: float  # each unary / SELECT measurement
     repeat: int  # default --repeat
+    latency_samples: int  # Puts awaited by a watcher
 
 
 SIZES = {
-    "small": Size(records=20_000, memory_records=200_000, seconds=0.5, repeat=1),
-    "full": Size(records=1_000_000, memory_records=10_000_000, seconds=5.0, repeat=3),
+    "small": Size(records=20_000, memory_records=200_000, seconds=0.5, repeat=1, latency_samples=50),
+    "full": Size(records=1_000_000, memory_records=10_000_000, seconds=5.0, repeat=3,
+                 latency_samples=500),
 }
 
 
@@ -168,6 +180,92 @@ def ingest_stream(ctx: Context) -> Run:
     check_rows(ctx, KV_TABLE, ctx.size.records)
     return Run(ctx.size.records, seconds, cpu,
                extra={"client_summary": client.summary, "client_seconds": client.seconds})
+
+
+def ingest_stream_watched(ctx: Context, kv: KeyValueClient) -> Run:
+    """`ingest_stream` with a watcher of every key open on the server meanwhile."""
+    ctx.sandbox.empty_table(KV_TABLE)
+    expected = ctx.size.records
+    watch = kv.watch(prefix="")
+    received = [0]
+    finished = threading.Event()
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            for _ in watch:
+                received[0] += 1
+                if received[0] == expected:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+        finally:
+            finished.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    wait_for(lambda: watch.revision is not None or finished.is_set(), "the watch to open")
+    meter = ctx.meter(in_process_client=False)
+    rusage = resource.getrusage(resource.RUSAGE_SELF)
+    meter.start()
+    started = time.perf_counter()
+    client = harness.run_client(ctx.server.target, ["stream", str(ctx.ingest_csv)], ctx.workdir)
+    ctx.sandbox.wait_replica()
+    seconds = time.perf_counter() - started
+    finished.wait(600)
+    watcher_seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = {**meter.stop(), "client": client.cpu,
+           "watcher": after.ru_utime + after.ru_stime - rusage.ru_utime - rusage.ru_stime}
+    watch.cancel()
+    if failure or received[0] != expected:
+        raise RuntimeError(f"the watcher received {received[0]:,} of {expected:,} records: {failure}")
+    check_rows(ctx, KV_TABLE, expected)
+    return Run(expected, seconds, cpu, extra={"watcher_seconds": watcher_seconds,
+                                              "client_summary": client.summary})
+
+
+def watch_latency(ctx: Context, kv: KeyValueClient, repeat_index: int) -> Run:
+    """Puts one at a time, each awaited by a watcher of their prefix on the same server."""
+    prefix = f"lat{repeat_index}/"
+    arrivals: queue.Queue = queue.Queue()
+    watch = kv.watch(prefix=prefix)
+
+    def consume() -> None:
+        with contextlib.suppress(Exception):
+            for event in watch:
+                arrivals.put((time.perf_counter(), event.key))
+
+    threading.Thread(target=consume, daemon=True).start()
+    wait_for(lambda: watch.revision is not None, "the watch to open")
+    put_ms, after_reply_ms, since_request_ms = [], [], []
+    meter = ctx.meter(in_process_client=True)
+    meter.start()
+    started = time.perf_counter()
+    for i in range(ctx.size.latency_samples):
+        key = f"{prefix}{i}"
+        sent = time.perf_counter()
+        kv.put(key, b"x")
+        replied = time.perf_counter()
+        arrived, got = arrivals.get(timeout=30)
+        if got != key:
+            raise RuntimeError(f"the watcher got {got!r}, expected {key!r}")
+        put_ms.append((replied - sent) * 1e3)
+        after_reply_ms.append((arrived - replied) * 1e3)
+        since_request_ms.append((arrived - sent) * 1e3)
+    seconds = time.perf_counter() - started
+    cpu = meter.stop()
+    watch.cancel()
+    n = ctx.size.latency_samples
+    return Run(n, seconds, cpu, calls=n, extra={
+        "put_ms": put_ms, "after_reply_ms": after_reply_ms, "since_request_ms": since_request_ms})
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def check_rows(ctx: Context, table: str, expected: int) -> None:
@@ -366,6 +464,8 @@ def run_benchmarks(ctx: Context) -> None:
             print(f"repeat {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
             ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
             ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
+            ctx.record("ingest kvgrpc stream + watcher", ingest_stream_watched(ctx, kv))
+            ctx.record("watch latency", watch_latency(ctx, kv, i))
             unary_suite(ctx, kv, health, i)
             select_suite(ctx)
         for i in range(ctx.repeat):
