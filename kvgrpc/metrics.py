@@ -86,10 +86,32 @@ class _MetricsInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.response_streaming:
-            return handler  # server-streaming calls (health Watch, reflection) are not timed
+        if handler is None or (handler.response_streaming and handler.request_streaming):
+            return handler  # bidi calls (reflection) are not counted
         method = handler_call_details.method.rsplit("/", 1)[-1]
         observe = self._metrics.observe
+
+        if handler.response_streaming:  # Watch (and health's): counted when the stream ends
+            responses = handler.unary_stream
+
+            def streamed(request, context):
+                started = time.perf_counter()
+                ended = "OK"
+                try:
+                    yield from responses(request, context)
+                except GeneratorExit:  # the client cancelled, or the server stopped the call
+                    ended = "CANCELLED"
+                    raise
+                except BaseException:
+                    ended = "UNKNOWN"
+                    raise
+                finally:
+                    code = context.code()
+                    observe(method, code.name if code is not None else ended,
+                            time.perf_counter() - started)
+
+            return grpc.unary_stream_rpc_method_handler(
+                streamed, handler.request_deserializer, handler.response_serializer)
 
         def timed(behavior):
             def call(request, context):

@@ -112,7 +112,8 @@ def _record_pb(record) -> kv_pb2.Record:
 def _event_pb(event) -> kv_pb2.Event:
     return kv_pb2.Event(
         type=kv_pb2.EVENT_TYPE_DELETE if event.deleted else kv_pb2.EVENT_TYPE_PUT,
-        record=_record_pb(event.record), revision=event.revision,
+        record=kv_pb2.Record(key=event.key, value=event.value, version=event.version),
+        revision=event.revision,
     )
 
 

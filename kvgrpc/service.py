@@ -112,12 +112,15 @@ WATCH_CHUNK_BYTES = 1 << 20
 WATCH_PROGRESS_SECONDS = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One change a watch delivers: a put (the record as written) or a delete (the key and
-    the version it had), and the revision of the write."""
+    the version it had), and the revision of the write. (Not frozen: a watch makes one per
+    record written, and frozen dataclasses are slower to build.)"""
 
-    record: Record
+    key: str
+    value: bytes
+    version: int
     revision: int
     deleted: bool = False
 
@@ -260,26 +263,25 @@ class KeyValueService:
         """
         if (key is None) == (prefix is None):
             raise InvalidArgument("set one of key and prefix (an empty prefix watches every key)")
+        match: Callable[[bytes], bool] | None = None  # None: every key
         if key is not None:
-            k = check_key(key, f"key {describe_key(key)}")
-            matches: Callable[[bytes], bool] = k.__eq__
-        else:
+            match = check_key(key, f"key {describe_key(key)}").__eq__
+        elif prefix:
             p = prefix.encode("utf-8")
             if len(p) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
-            matches = lambda change_key: change_key.startswith(p)  # noqa: E731
+            match = lambda change_key: change_key.startswith(p)  # noqa: E731
         if start_revision is not None and start_revision < 0:
             raise InvalidArgument("start_revision must be 0 or more")
         after = self.writer.head_revision() if start_revision is None else start_revision
-        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set())
+        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), match)
         first = next(feed, None)  # raises if the feed cannot start from `after`
         yield WatchBatch(after, created=True)
         reported, last = time.monotonic(), after
         for batch in itertools.chain([first] if first else [], feed):
-            events = [
-                Event(Record(c.key.decode("utf-8", "replace"), c.value, c.version), batch.revision, c.deleted)
-                for c in batch.changes if matches(c.key)
-            ]
+            revision = batch.revision
+            events = [Event(c.key.decode("utf-8", "replace"), c.value, c.version, revision, c.deleted)
+                      for c in batch.changes]
             if events:
                 yield from _chunks(events, batch.revision)
             elif batch.revision > last and time.monotonic() - reported >= WATCH_PROGRESS_SECONDS:
@@ -394,7 +396,7 @@ def _chunks(events: list[Event], revision: int) -> Iterator[WatchBatch]:
     the revision before: the revision is complete only once its last event is sent."""
     start, size = 0, 0
     for i, event in enumerate(events):
-        size += len(event.record.key) + len(event.record.value) + 16
+        size += len(event.key) + len(event.value) + 16
         if i + 1 - start >= WATCH_CHUNK_EVENTS or size >= WATCH_CHUNK_BYTES:
             if i + 1 < len(events):
                 yield WatchBatch(revision - 1, events[start : i + 1])

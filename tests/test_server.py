@@ -22,6 +22,7 @@ from kvgrpc.errors import (
     STATUS_BY_ERROR,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
@@ -335,6 +336,8 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
             kv.get("absent", consistency="strong")
         with pytest.raises(InvalidArgument):
             kv.put("", b"x")
+        with pytest.raises(OutOfRange):
+            next(kv.watch("m", start_revision=10**12))
     url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     assert 'kvgrpc_rpc_requests_total{code="OK",method="Put"} 1.0' in text
@@ -342,6 +345,7 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
     assert 'kvgrpc_rpc_requests_total{code="NOT_FOUND",method="Get"} 1.0' in text
     assert 'kvgrpc_rpc_requests_total{code="INVALID_ARGUMENT",method="Put"} 1.0' in text
     assert 'kvgrpc_rpc_duration_seconds_bucket{code="OK",le="+Inf",method="Put"} 1.0' in text
+    assert 'kvgrpc_rpc_requests_total{code="OUT_OF_RANGE",method="Watch"} 1.0' in text
     assert "kvgrpc_records_written_total 31.0" in text
     assert re.search(r'kvgrpc_pool_connections_max\{endpoint="master [^"]+",role="master"\} 8\.0', text)
     assert re.search(r'kvgrpc_endpoint_up\{endpoint="replica [^"]+",role="replica"\} 1\.0', text)

@@ -39,9 +39,10 @@ class Commit:
 NO_COMMIT = Commit()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
-    """One record written or deleted, as the change feed reports it."""
+    """One record written or deleted, as the change feed reports it (not frozen: the feed
+    makes one per row, and frozen dataclasses are slower to build)."""
 
     key: bytes
     value: bytes  # empty for a deletion
@@ -82,9 +83,9 @@ class Store(Protocol):
     - ``delete`` returns ``(existed, commit)``.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
-    ``changes(after, stopped)`` yields a :class:`ChangeBatch` per revision after ``after``,
-    in commit order, with no gaps and no repeats, including writes made through other
-    servers. It first yields an empty batch once the feed is open, then waits for new
+    ``changes(after, stopped, match)`` yields a :class:`ChangeBatch` per revision after
+    ``after``, in commit order, with no gaps and no repeats, including writes made through
+    other servers; a batch holds the changes whose key ``match`` accepts (None: all). It first yields an empty batch once the feed is open, then waits for new
     writes, yields an empty batch at least every second while quiet, and returns once
     ``stopped()`` is true. A revision no longer held (or ahead of
     the head) raises OutOfRange; a feed the database cannot give raises FailedPrecondition.
@@ -124,7 +125,8 @@ class Store(Protocol):
 
     def head_revision(self) -> int: ...
 
-    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]: ...
+    def changes(self, after: int, stopped: Callable[[], bool],
+                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]: ...
 
     def get(self, key: bytes) -> StoredRecord | None: ...
 

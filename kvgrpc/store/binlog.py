@@ -100,7 +100,8 @@ class BinlogFeed:
         _, servers = self._state()
         return max(servers.values(), default=0)
 
-    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+    def changes(self, after: int, stopped: Callable[[], bool],
+                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
         """See :meth:`kvgrpc.store.base.Store.changes`."""
         domain, servers = self._state()
         head = max(servers.values(), default=0)
@@ -116,7 +117,7 @@ class BinlogFeed:
             starts = [f"{domain}-{server}-{after}" for server, seq in servers.items() if seq >= after]
         for i, start in enumerate(starts):
             try:
-                yield from self._read(start, domain, after, stopped)
+                yield from self._read(start, domain, after, stopped, match)
                 return
             except _NotInBinlog:
                 if i == len(starts) - 1:
@@ -125,8 +126,8 @@ class BinlogFeed:
                         "start from a later revision, or read the current state with Scan"
                     ) from None
 
-    def _read(self, start: str, domain: int, after: int,
-              stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+    def _read(self, start: str, domain: int, after: int, stopped: Callable[[], bool],
+              match: Callable[[bytes], bool] | None) -> Iterator[ChangeBatch]:
         stream = BinLogStreamReader(
             connection_settings=dict(self._settings, connect_timeout=5,
                                      read_timeout=READ_TIMEOUT_SECONDS),
@@ -173,7 +174,7 @@ class BinlogFeed:
                         _check_layout(event, self._table)
                         checked_tables.add(event.table_id)
                     if current is not None:
-                        _decode_rows(event, pending)
+                        _decode_rows(event, pending, match)
                 elif isinstance(event, (XidEvent, QueryEvent)):
                     # XID: a transaction's commit; a Query event: DDL (its own transaction)
                     # or the COMMIT of a non-transactional one.
@@ -237,12 +238,14 @@ _U32 = struct.Struct("<I").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 
 
-def _decode_rows(event, out: list[Change]) -> None:
-    """Appends the changes of a rows event, read straight from its packet.
+def _decode_rows(event, out: list[Change], match: Callable[[bytes], bool] | None) -> None:
+    """Appends the changes of a rows event whose key ``match`` accepts (None: all), read
+    straight from its packet.
 
     Each row image is a null bitmap (1 byte for 3 columns; no column is nullable), then
     ``k`` (2-byte length, bytes), ``v`` (4-byte length, bytes), ``version`` (8 bytes). An
-    update has two images, before and after; the change is the after image.
+    update has two images, before and after; the change is the after image. Values are
+    only copied out for the rows that match.
     """
     packet = event.packet
     data = packet.read(event.event_size - packet.read_bytes)
@@ -251,14 +254,12 @@ def _decode_rows(event, out: list[Change]) -> None:
     i, end = 0, len(data)
     while i < end:
         for _ in range(images):
-            i += 1  # the null bitmap
-            (key_length,) = _U16(data, i)
-            key = data[i + 2 : i + 2 + key_length]
-            i += 2 + key_length
-            (value_length,) = _U32(data, i)
-            value = data[i + 4 : i + 4 + value_length]
-            i += 4 + value_length
-            (version,) = _I64(data, i)
-            i += 8
-        out.append(Change(key, b"" if deleted else value, version, deleted))
-
+            (key_length,) = _U16(data, i + 1)  # after the null bitmap
+            key_at = i + 3
+            (value_length,) = _U32(data, key_at + key_length)
+            value_at = key_at + key_length + 4
+            i = value_at + value_length + 8
+        key = data[key_at : key_at + key_length]
+        if match is None or match(key):
+            value = b"" if deleted else data[value_at : value_at + value_length]
+            out.append(Change(key, value, _I64(data, i - 8)[0], deleted))

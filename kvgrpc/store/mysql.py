@@ -553,9 +553,10 @@ class MySQLStore:
         self.connect()  # learns whether the server is MariaDB
         return self._feed().head()
 
-    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+    def changes(self, after: int, stopped: Callable[[], bool],
+                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
         self.connect()
-        return self._feed().changes(after, stopped)
+        return self._feed().changes(after, stopped, match)
 
     def semi_sync_active(self) -> bool | None:
         with self._connection() as cnx:

@@ -214,7 +214,8 @@ class SQLiteStore:
         with self._connection() as cnx:
             return self._head(cnx)
 
-    def changes(self, after: int, stopped: Callable[[], bool]) -> Iterator[ChangeBatch]:
+    def changes(self, after: int, stopped: Callable[[], bool],
+                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
         with self._connection() as cnx:
             head = self._head(cnx)
             (oldest,) = cnx.execute(self._sql_oldest).fetchone()
@@ -236,7 +237,9 @@ class SQLiteStore:
                 if rev != after + 1:  # pruned while this watcher was behind
                     raise OutOfRange(f"revision {after + 1} was compacted before this watch read it")
                 after = rev
-                yield ChangeBatch(rev, [Change(bytes(k), bytes(v), int(version), bool(deleted))])
+                key = bytes(k)
+                yield ChangeBatch(rev, [Change(key, bytes(v), int(version), bool(deleted))]
+                                  if match is None or match(key) else ())
             if rows:
                 reported = time.monotonic()
                 continue
