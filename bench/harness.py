@@ -224,6 +224,11 @@ class Sandbox:
         if result != 0:
             raise RuntimeError(f"the replica did not reach {pos} within {timeout} s")
 
+    def head_revision(self) -> int:
+        """The master's latest revision: the sequence number of its last GTID."""
+        ((pos,),) = self.query("master", "SELECT @@gtid_binlog_pos")
+        return int(str(pos).rsplit("-", 1)[1])
+
     def empty_table(self, table: str) -> None:
         """Creates ``table`` if missing, empties it, and waits until the replica has too."""
         self.query("master", TABLE_DDL.format(table))

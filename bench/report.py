@@ -21,6 +21,8 @@ RATIO_TARGETS = [
     ("ingest: kvgrpc stream / LOAD DATA", "ingest kvgrpc stream", "ingest LOAD DATA", 0.75),
     ("ingest, a watcher of all keys on: / LOAD DATA", "ingest kvgrpc stream + watcher",
      "ingest LOAD DATA", 0.75),
+    ("ingest, an idle watcher on: / LOAD DATA", "ingest kvgrpc stream + idle watcher",
+     "ingest LOAD DATA", 0.75),
     ("Get / health Check, 1 thread", "Get x1", "health Check x1", 0.8),
     ("Get / health Check, 8 threads", "Get x8", "health Check x8", 0.8),
     ("Put / health Check, 1 thread", "Put x1", "health Check x1", 0.5),
@@ -167,10 +169,10 @@ def table(summary: dict) -> str:
         lines.append("size small is a smoke test: short windows, indicative figures only")
     lines += [
         "",
-        f"{'throughput':<28} {'per second':>30}  unit",
+        f"{'throughput':<36} {'per second':>30}  unit",
     ]
     for name, b in summary["benchmarks"].items():
-        lines.append(f"{name:<28} {fmt(b['rate_per_s']):>30}  {b['unit']}"
+        lines.append(f"{name:<36} {fmt(b['rate_per_s']):>30}  {b['unit']}"
                      + (f"  ({fmt(b['calls_per_s'])} calls/s)" if "calls_per_s" in b else ""))
     if "memory stream" in summary["benchmarks"]:
         lines.append("(memory stream: timed to the client's exit, i.e. committed on the master; "
@@ -185,10 +187,10 @@ def table(summary: dict) -> str:
         lines.append(f"{c['name']:<46} {value:>22} {target:>10}  {met_text(c['met'])}")
     lines += ["", "CPU per item, µs (median): client = the calling process (in-process clients: "
               "this benchmark process); /proc counts 10 ms ticks, so short runs are coarse",
-              f"{'benchmark':<28} {'per':<7}" + "".join(f"{p:>10}" for p in PROCESSES)]
+              f"{'benchmark':<36} {'per':<7}" + "".join(f"{p:>10}" for p in PROCESSES)]
     for name, b in summary["benchmarks"].items():
         cpu = b["cpu_us_per_item"]
-        lines.append(f"{name:<28} {b['unit'][:-1]:<7}"
+        lines.append(f"{name:<36} {b['unit'][:-1]:<7}"
                      + "".join(f"{cpu[p]['median']:>10.1f}" if p in cpu else f"{'-':>10}"
                                for p in PROCESSES))
     latency = summary.get("watch_latency")
