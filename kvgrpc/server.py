@@ -301,7 +301,11 @@ class KeyValueServer:
                 # Keepalive: find dead client connections (and keep NATs open) when idle.
                 ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
                 ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+                ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout * 1000)),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Keep pinging an idle stream (a quiet Watch): by default the server stops
+                # after 2 pings without data, and would never notice its client vanish.
+                ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )

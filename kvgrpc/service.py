@@ -28,7 +28,7 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
-from kvgrpc.store.base import Commit
+from kvgrpc.store.base import Commit, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -263,18 +263,16 @@ class KeyValueService:
         """
         if (key is None) == (prefix is None):
             raise InvalidArgument("set one of key and prefix (an empty prefix watches every key)")
-        match: Callable[[bytes], bool] | None = None  # None: every key
         if key is not None:
-            match = check_key(key, f"key {describe_key(key)}").__eq__
-        elif prefix:
-            p = prefix.encode("utf-8")
-            if len(p) > MAX_KEY_BYTES:
+            keys = KeyFilter(check_key(key, f"key {describe_key(key)}"), exact=True)
+        else:
+            keys = KeyFilter(prefix.encode("utf-8"))
+            if len(keys.prefix) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
-            match = lambda change_key: change_key.startswith(p)  # noqa: E731
         if start_revision is not None and start_revision < 0:
             raise InvalidArgument("start_revision must be 0 or more")
         after = self.writer.head_revision() if start_revision is None else start_revision
-        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), match)
+        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), keys)
         first = next(feed, None)  # raises if the feed cannot start from `after`
         yield WatchBatch(after, created=True)
         reported, last = time.monotonic(), after

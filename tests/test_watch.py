@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -244,3 +245,78 @@ def test_shell_watch_prints_changes_until_ctrl_c(any_server):
         assert shell.wait(10) == 0
     finally:
         shell.kill()
+
+
+class _FreezableProxy:
+    """A TCP proxy to ``target`` whose ``freeze()`` stops forwarding without closing
+    anything: to the server, its client has vanished (a pulled cable, a dead NAT entry)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self._socket = socket
+        self._port = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.frozen = threading.Event()
+        self._sockets: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(("127.0.0.1", self._port))
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source, sink) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set():
+                time.sleep(0.05)  # hold everything: no data, no ping acks, no FIN
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_keepalive_releases_the_watch_of_a_vanished_client(start_server, tmp_path):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), keepalive_time=0.5,
+                          keepalive_timeout=0.5)
+    proxy = _FreezableProxy(server.port)
+    try:
+        with KeyValueClient(proxy.target) as kv:
+            with kv.watch("quiet") as watch:
+                collect(watch, 0)
+                deadline = time.monotonic() + 10
+                while watch.revision is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                streams = server.server.stream_limit.open_streams
+                assert streams() == 1
+                time.sleep(2)  # idle, with pings answered: the watch stays open
+                assert streams() == 1
+                proxy.freeze()
+                deadline = time.monotonic() + 10
+                while streams() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert streams() == 0, "keepalive should have ended the dead client's watch"
+    finally:
+        proxy.close()

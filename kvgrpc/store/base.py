@@ -63,6 +63,22 @@ class ChangeBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """Which keys a change feed reports: those starting with ``prefix`` (b"": all), or with
+    ``exact``, only the key ``prefix`` itself."""
+
+    prefix: bytes = b""
+    exact: bool = False
+
+    def __call__(self, key: bytes) -> bool:
+        return key == self.prefix if self.exact else key.startswith(self.prefix)
+
+
+#: Every key.
+ALL_KEYS = KeyFilter()
+
+
+@dataclass(frozen=True, slots=True)
 class PoolUsage:
     """How many of an endpoint's connections are in use, and how many it may open."""
 
@@ -83,9 +99,9 @@ class Store(Protocol):
     - ``delete`` returns ``(existed, commit)``.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
-    ``changes(after, stopped, match)`` yields a :class:`ChangeBatch` per revision after
+    ``changes(after, stopped, keys)`` yields a :class:`ChangeBatch` per revision after
     ``after``, in commit order, with no gaps and no repeats, including writes made through
-    other servers; a batch holds the changes whose key ``match`` accepts (None: all). It first yields an empty batch once the feed is open, then waits for new
+    other servers; a batch holds the changes to the keys the :class:`KeyFilter` accepts. It first yields an empty batch once the feed is open, then waits for new
     writes, yields an empty batch at least every second while quiet, and returns once
     ``stopped()`` is true. A revision no longer held (or ahead of
     the head) raises OutOfRange; a feed the database cannot give raises FailedPrecondition.
@@ -126,7 +142,7 @@ class Store(Protocol):
     def head_revision(self) -> int: ...
 
     def changes(self, after: int, stopped: Callable[[], bool],
-                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]: ...
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]: ...
 
     def get(self, key: bytes) -> StoredRecord | None: ...
 

@@ -35,7 +35,7 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from kvgrpc.errors import FailedPrecondition, Internal, KvError, OutOfRange, Unavailable
-from kvgrpc.store.base import Change, ChangeBatch
+from kvgrpc.store.base import ALL_KEYS, Change, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 # The library warns, on every stream, that binlog_row_metadata is not FULL: it needs that
@@ -55,6 +55,7 @@ _SETTINGS_SQL = (
 # MySQL column type codes (mysql/field_types.h) of the table's columns, in order.
 _VARCHAR, _BLOB, _LONGLONG = 15, 252, 8
 _ACCESS_DENIED = frozenset({1044, 1045, 1142, 1227})
+_FL_STANDALONE = 1  # MariaDB GTID event flag: the transaction is one event, no XID
 _NOT_IN_BINLOG = 1236  # "connecting slave requested to start from GTID ..., which is not in the master's binlog"
 
 
@@ -101,7 +102,7 @@ class BinlogFeed:
         return max(servers.values(), default=0)
 
     def changes(self, after: int, stopped: Callable[[], bool],
-                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]:
         """See :meth:`kvgrpc.store.base.Store.changes`."""
         domain, servers = self._state()
         head = max(servers.values(), default=0)
@@ -117,7 +118,7 @@ class BinlogFeed:
             starts = [f"{domain}-{server}-{after}" for server, seq in servers.items() if seq >= after]
         for i, start in enumerate(starts):
             try:
-                yield from self._read(start, domain, after, stopped, match)
+                yield from self._read(start, domain, after, stopped, keys)
                 return
             except _NotInBinlog:
                 if i == len(starts) - 1:
@@ -127,7 +128,7 @@ class BinlogFeed:
                     ) from None
 
     def _read(self, start: str, domain: int, after: int, stopped: Callable[[], bool],
-              match: Callable[[bytes], bool] | None) -> Iterator[ChangeBatch]:
+              keys: KeyFilter) -> Iterator[ChangeBatch]:
         stream = BinLogStreamReader(
             connection_settings=dict(self._settings, connect_timeout=5,
                                      read_timeout=READ_TIMEOUT_SECONDS),
@@ -142,6 +143,7 @@ class BinlogFeed:
         )
         revision = after  # the last revision delivered in full
         current = None  # the revision of the transaction being read (None: another domain's)
+        standalone = False  # that transaction is one statement (DDL) with no XID
         pending: list[Change] = []
         checked_tables: set[int] = set()
         try:
@@ -163,6 +165,7 @@ class BinlogFeed:
                     raise _lost(exc) from exc
                 if isinstance(event, MariadbGtidEvent):
                     current = event.gtid_seq_no if event.domain_id == domain else None
+                    standalone = bool(event.flags & _FL_STANDALONE)
                     if current is not None and revision == 0 and start == "" and current != 1:
                         raise OutOfRange(
                             "revision 0 (the whole history) is no longer in the master's "
@@ -174,10 +177,12 @@ class BinlogFeed:
                         _check_layout(event, self._table)
                         checked_tables.add(event.table_id)
                     if current is not None:
-                        _decode_rows(event, pending, match)
-                elif isinstance(event, (XidEvent, QueryEvent)):
-                    # XID: a transaction's commit; a Query event: DDL (its own transaction)
-                    # or the COMMIT of a non-transactional one.
+                        _decode_rows(event, pending, keys)
+                elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and (
+                        standalone or event.query.strip().upper() == "COMMIT")):
+                    # XID: a transaction's commit. A Query event ends a standalone (DDL)
+                    # transaction, or commits a non-transactional one; other queries
+                    # (BEGIN, SAVEPOINT) are inside a transaction.
                     if current is not None and current > revision:
                         revision = current
                         yield ChangeBatch(revision, pending)
@@ -238,19 +243,20 @@ _U32 = struct.Struct("<I").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 
 
-def _decode_rows(event, out: list[Change], match: Callable[[bytes], bool] | None) -> None:
-    """Appends the changes of a rows event whose key ``match`` accepts (None: all), read
-    straight from its packet.
+def _decode_rows(event, out: list[Change], keys: KeyFilter) -> None:
+    """Appends the changes of a rows event to the keys ``keys`` accepts, read straight
+    from its packet.
 
     Each row image is a null bitmap (1 byte for 3 columns; no column is nullable), then
     ``k`` (2-byte length, bytes), ``v`` (4-byte length, bytes), ``version`` (8 bytes). An
-    update has two images, before and after; the change is the after image. Values are
-    only copied out for the rows that match.
+    update has two images, before and after; the change is the after image. Keys are
+    compared in place and only matching rows are copied out.
     """
     packet = event.packet
     data = packet.read(event.event_size - packet.read_bytes)
     images = 2 if isinstance(event, UpdateRowsEvent) else 1
     deleted = isinstance(event, DeleteRowsEvent)
+    prefix, exact = keys.prefix, keys.exact
     i, end = 0, len(data)
     while i < end:
         for _ in range(images):
@@ -259,7 +265,7 @@ def _decode_rows(event, out: list[Change], match: Callable[[bytes], bool] | None
             (value_length,) = _U32(data, key_at + key_length)
             value_at = key_at + key_length + 4
             i = value_at + value_length + 8
-        key = data[key_at : key_at + key_length]
-        if match is None or match(key):
+        if data.startswith(prefix, key_at, key_at + key_length) and (
+                not exact or key_length == len(prefix)):
             value = b"" if deleted else data[value_at : value_at + value_length]
-            out.append(Change(key, value, _I64(data, i - 8)[0], deleted))
+            out.append(Change(data[key_at : key_at + key_length], value, _I64(data, i - 8)[0], deleted))

@@ -24,9 +24,11 @@ from kvgrpc.errors import (
     Unavailable,
 )
 from kvgrpc.store.base import (
+    ALL_KEYS,
     NO_COMMIT,
     ChangeBatch,
     Commit,
+    KeyFilter,
     PoolUsage,
     StoredRecord,
     check_table_name,
@@ -554,9 +556,9 @@ class MySQLStore:
         return self._feed().head()
 
     def changes(self, after: int, stopped: Callable[[], bool],
-                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]:
         self.connect()
-        return self._feed().changes(after, stopped, match)
+        return self._feed().changes(after, stopped, keys)
 
     def semi_sync_active(self) -> bool | None:
         with self._connection() as cnx:

@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 from kvgrpc.errors import Internal, OutOfRange, ResourceExhausted, Unavailable
 from kvgrpc.store.base import (
+    ALL_KEYS,
     NO_COMMIT,
     Change,
     ChangeBatch,
     Commit,
+    KeyFilter,
     PoolUsage,
     StoredRecord,
     check_table_name,
@@ -215,7 +217,7 @@ class SQLiteStore:
             return self._head(cnx)
 
     def changes(self, after: int, stopped: Callable[[], bool],
-                match: Callable[[bytes], bool] | None = None) -> Iterator[ChangeBatch]:
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]:
         with self._connection() as cnx:
             head = self._head(cnx)
             (oldest,) = cnx.execute(self._sql_oldest).fetchone()
@@ -239,7 +241,7 @@ class SQLiteStore:
                 after = rev
                 key = bytes(k)
                 yield ChangeBatch(rev, [Change(key, bytes(v), int(version), bool(deleted))]
-                                  if match is None or match(key) else ())
+                                  if keys(key) else ())
             if rows:
                 reported = time.monotonic()
                 continue
