@@ -176,6 +176,7 @@ class MySQLStore:
         self._usage_lock = threading.Lock()
         self._require_semi_sync = require_semi_sync
         self._mariadb = True  # refined on first connection (MariaDB or MySQL GTIDs)
+        self._sql_written = self._written_query()  # rebuilt once _mariadb is known
         self._pool_lock = threading.Lock()
         self._pool = None
         self._pool_generation = 0
@@ -250,6 +251,7 @@ class MySQLStore:
             cur.execute("SELECT @@max_allowed_packet, VERSION()")
             max_packet, version = cur.fetchone()
             self._mariadb = "mariadb" in str(version).lower()
+            self._sql_written = self._written_query()
             broken = False
         finally:
             pool.give_back(cnx, broken)
@@ -344,9 +346,9 @@ class MySQLStore:
             return self._put_if(key, value, expected_version)
         with self._connection() as cnx:
             cur = _cursor(cnx)
-            cur.execute(self._sql_put, (key, value))
+            cur.execute(f"{self._sql_put}; {self._sql_written}", (key, value))
             version = int(cur.lastrowid)
-            return version, self._written(cur)
+            return version, self._written_result(cur)
 
     def _put_if(self, key: bytes, value: bytes, expected: int) -> tuple[int, Commit]:
         """Compare-and-set: one conditional statement (the row lock makes it atomic)."""
@@ -356,17 +358,19 @@ class MySQLStore:
             cur = _cursor(cnx)
             if expected == 0:
                 try:
-                    cur.execute(self._sql_create_only, (key, value))
-                    done = True
+                    cur.execute(f"{self._sql_create_only}; {self._sql_written}", (key, value))
                 except mysql.connector.IntegrityError as exc:
                     if exc.errno != _DUPLICATE_KEY_ERRNO:
                         raise
-                    done = False
+                    done = False  # the server ran nothing after the failed INSERT
+                else:
+                    done, commit = True, self._written_result(cur)
             else:
-                cur.execute(self._sql_update_if, (value, key, expected))
+                cur.execute(f"{self._sql_update_if}; {self._sql_written}", (value, key, expected))
                 done = cur.rowcount == 1
+                commit = self._written_result(cur)
             if done:
-                return expected + 1, self._written(cur)
+                return expected + 1, commit
             cur.execute(self._sql_version, (key,))
             row = cur.fetchone()
         raise version_conflict(expected, 0 if row is None else int(row[0]))
@@ -435,23 +439,36 @@ class MySQLStore:
     def delete(self, key: bytes) -> tuple[bool, Commit]:
         with self._connection() as cnx:
             cur = _cursor(cnx)
-            cur.execute(self._sql_delete, (key,))
+            cur.execute(f"{self._sql_delete}; {self._sql_written}", (key,))
             deleted = cur.rowcount > 0
-            return deleted, self._written(cur) if deleted else NO_COMMIT
+            commit = self._written_result(cur)
+            return deleted, commit if deleted else NO_COMMIT
 
-    def _written(self, cur) -> Commit:
-        """After a commit: where it sits, once semi-sync has confirmed it where that is required.
-
-        One round trip reads the token and, if required, the semi-sync state: ON after the
-        commit returned means a replica acknowledged it (had the wait timed out, the master
-        would have switched semi-sync OFF before returning).
-        """
+    def _written_query(self) -> str:
+        """The query that reads where a commit sits: its token and, if required, the
+        semi-sync state. ON after the commit returned means a replica acknowledged it (had
+        the wait timed out, the master would have switched semi-sync OFF before returning).
+        A one-statement write sends it in the same round trip (``write; query``)."""
         token_sql = "@@last_gtid" if self._mariadb else "@@global.gtid_executed"
         if not self._require_semi_sync:
-            cur.execute(f"SELECT {token_sql}")
-            return self._commit(cur.fetchone()[0])
-        cur.execute(f"SELECT {token_sql}, ({_SEMI_SYNC_STATUS_SQL})")
-        token, status = cur.fetchone()
+            return f"SELECT {token_sql}"
+        return f"SELECT {token_sql}, ({_SEMI_SYNC_STATUS_SQL})"
+
+    def _written(self, cur) -> Commit:
+        """After a commit: where it sits, once semi-sync has confirmed it where that is required."""
+        cur.execute(self._sql_written)
+        return self._commit_row(cur.fetchone())
+
+    def _written_result(self, cur) -> Commit:
+        """The same, from the second result of a ``write; query`` statement."""
+        cur.nextset()
+        return self._commit_row(cur.fetchone())
+
+    def _commit_row(self, row) -> Commit:
+        if self._require_semi_sync:
+            token, status = row
+        else:
+            (token,), status = row, "ON"
         if str(status).upper() != "ON":
             raise Unavailable(
                 "semi-synchronous replication is off, so no replica confirmed the write; "
