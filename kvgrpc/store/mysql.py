@@ -465,6 +465,7 @@ class MySQLStore:
         return self._commit_row(cur.fetchone())
 
     def _commit_row(self, row) -> Commit:
+        """The Commit a written-query row names; Unavailable if semi-sync did not confirm it."""
         if self._require_semi_sync:
             token, status = row
         else:
@@ -474,9 +475,6 @@ class MySQLStore:
                 "semi-synchronous replication is off, so no replica confirmed the write; "
                 "it is not acknowledged (it may be on the master only; repeating it is safe)"
             )
-        return self._commit(token)
-
-    def _commit(self, token) -> Commit:
         token = str(token or "")
         # MariaDB: the GTID's sequence number is the revision (see kvgrpc.store.binlog).
         return Commit(token, _revision_of(token) if self._mariadb else 0)
