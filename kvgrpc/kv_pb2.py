@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fkvgrpc/kv.proto\x12\tkvgrpc.v1\"q\n\x0bReadOptions\x12/\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x1a.kvgrpc.v1.ReadConsistency\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\r\x12\x17\n\x0fmin_write_token\x18\x03 \x01(\t\"5\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\\\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"E\n\x0bPutResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"0\n\x0bGetResponse\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.kvgrpc.v1.Record\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"H\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"M\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"L\n\x10\x42\x61tchGetResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\"<\n\x10StreamPutRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.kvgrpc.v1.KeyValuePair\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"S\n\x11StreamPutResponse\x12\x17\n\x0f\x63ommitted_count\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\xbd\x01\n\x0bScanRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tstart_key\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_bytes\x18\x05 \x01(\x03\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\tkeys_only\x18\x07 \x01(\x08\x12,\n\x0cread_options\x18\x08 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"K\n\x0cScanResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x0cWatchRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\x10\n\x06prefix\x18\x02 \x01(\tH\x00\x12\x1b\n\x0estart_revision\x18\x03 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06targetB\x11\n\x0f_start_revision\"T\n\rWatchResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.kvgrpc.v1.Event\x12\x10\n\x08revision\x18\x03 \x01(\x03\"`\n\x05\x45vent\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.kvgrpc.v1.EventType\x12!\n\x06record\x18\x02 \x01(\x0b\x32\x11.kvgrpc.v1.Record\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x12\n\x10GetStatusRequest\"A\n\x11GetStatusResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.kvgrpc.v1.EndpointStatus\"\xcc\x01\n\x0e\x45ndpointStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.kvgrpc.v1.EndpointRole\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06lag_ms\x18\x05 \x01(\x03\x12\x13\n\x0bpool_in_use\x18\x06 \x01(\x05\x12\x11\n\tpool_size\x18\x07 \x01(\x05\x12\x18\n\x10semi_sync_active\x18\x08 \x01(\x08\x12\x0f\n\x07problem\x18\t \x01(\t*\x97\x01\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_EVENTUAL\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x12&\n\"READ_CONSISTENCY_BOUNDED_STALENESS\x10\x03*R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_PUT\x10\x01\x12\x15\n\x11\x45VENT_TYPE_DELETE\x10\x02*~\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINT_ROLE_MASTER\x10\x01\x12\x19\n\x15\x45NDPOINT_ROLE_REPLICA\x10\x02\x12\x1a\n\x16\x45NDPOINT_ROLE_EMBEDDED\x10\x03\x32\x83\x04\n\x08KeyValue\x12\x34\n\x03Put\x12\x15.kvgrpc.v1.PutRequest\x1a\x16.kvgrpc.v1.PutResponse\x12\x34\n\x03Get\x12\x15.kvgrpc.v1.GetRequest\x1a\x16.kvgrpc.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.kvgrpc.v1.DeleteRequest\x1a\x19.kvgrpc.v1.DeleteResponse\x12\x43\n\x08\x42\x61tchGet\x12\x1a.kvgrpc.v1.BatchGetRequest\x1a\x1b.kvgrpc.v1.BatchGetResponse\x12H\n\tStreamPut\x12\x1b.kvgrpc.v1.StreamPutRequest\x1a\x1c.kvgrpc.v1.StreamPutResponse(\x01\x12\x37\n\x04Scan\x12\x16.kvgrpc.v1.ScanRequest\x1a\x17.kvgrpc.v1.ScanResponse\x12<\n\x05Watch\x12\x17.kvgrpc.v1.WatchRequest\x1a\x18.kvgrpc.v1.WatchResponse0\x01\x12\x46\n\tGetStatus\x12\x1b.kvgrpc.v1.GetStatusRequest\x1a\x1c.kvgrpc.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fkvgrpc/kv.proto\x12\tkvgrpc.v1\"q\n\x0bReadOptions\x12/\n\x0b\x63onsistency\x18\x01 \x01(\x0e\x32\x1a.kvgrpc.v1.ReadConsistency\x12\x18\n\x10max_staleness_ms\x18\x02 \x01(\r\x12\x17\n\x0fmin_write_token\x18\x03 \x01(\t\"5\n\x06Record\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\\\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"E\n\x0bPutResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"0\n\x0bGetResponse\x12!\n\x06record\x18\x01 \x01(\x0b\x32\x11.kvgrpc.v1.Record\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"H\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\"M\n\x0f\x42\x61tchGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12,\n\x0cread_options\x18\x02 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"f\n\x10\x42\x61tchGetResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\x12\x18\n\x10unprocessed_keys\x18\x03 \x03(\t\"b\n\x10StreamPutRequest\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.kvgrpc.v1.KeyValuePair\x12\x0f\n\x07load_id\x18\x02 \x01(\t\x12\x13\n\x0bstart_index\x18\x03 \x01(\x03\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x88\x01\n\x11StreamPutResponse\x12\x17\n\x0f\x63ommitted_count\x18\x01 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x15\n\rskipped_count\x18\x04 \x01(\x03\x12\x1c\n\x14load_committed_count\x18\x05 \x01(\x03\"\xbd\x01\n\x0bScanRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tstart_key\x18\x02 \x01(\t\x12\x0f\n\x07\x65nd_key\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_bytes\x18\x05 \x01(\x03\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x11\n\tkeys_only\x18\x07 \x01(\x08\x12,\n\x0cread_options\x18\x08 \x01(\x0b\x32\x16.kvgrpc.v1.ReadOptions\"K\n\x0cScanResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.kvgrpc.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x0cWatchRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\x10\n\x06prefix\x18\x02 \x01(\tH\x00\x12\x1b\n\x0estart_revision\x18\x03 \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06targetB\x11\n\x0f_start_revision\"T\n\rWatchResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.kvgrpc.v1.Event\x12\x10\n\x08revision\x18\x03 \x01(\x03\"`\n\x05\x45vent\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.kvgrpc.v1.EventType\x12!\n\x06record\x18\x02 \x01(\x0b\x32\x11.kvgrpc.v1.Record\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x12\n\x10GetStatusRequest\"\x91\x01\n\x11GetStatusResponse\x12,\n\tendpoints\x18\x01 \x03(\x0b\x32\x19.kvgrpc.v1.EndpointStatus\x12\'\n\x06limits\x18\x02 \x01(\x0b\x32\x17.kvgrpc.v1.ServerLimits\x12%\n\x06server\x18\x03 \x01(\x0b\x32\x15.kvgrpc.v1.ServerInfo\"\xf3\x01\n\x0cServerLimits\x12\x15\n\rmax_key_bytes\x18\x01 \x01(\x03\x12\x17\n\x0fmax_value_bytes\x18\x02 \x01(\x03\x12!\n\x19max_receive_message_bytes\x18\x03 \x01(\x03\x12\x1e\n\x16max_send_message_bytes\x18\x04 \x01(\x03\x12\x1a\n\x12max_batch_get_keys\x18\x05 \x01(\x03\x12\x1b\n\x13max_batch_get_bytes\x18\x06 \x01(\x03\x12\x1a\n\x12max_scan_page_size\x18\x07 \x01(\x03\x12\x1b\n\x13max_scan_page_bytes\x18\x08 \x01(\x03\"1\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nprocess_id\x18\x02 \x01(\x03\"!\n\x0eGetLoadRequest\x12\x0f\n\x07load_id\x18\x01 \x01(\t\"{\n\x0fGetLoadResponse\x12\x0f\n\x07load_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63ommitted_count\x18\x02 \x01(\x03\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x13\n\x0bwrite_token\x18\x04 \x01(\t\x12\x17\n\x0fupdated_unix_ms\x18\x05 \x01(\x03\"\xcc\x01\n\x0e\x45ndpointStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.kvgrpc.v1.EndpointRole\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x0e\n\x06lag_ms\x18\x05 \x01(\x03\x12\x13\n\x0bpool_in_use\x18\x06 \x01(\x05\x12\x11\n\tpool_size\x18\x07 \x01(\x05\x12\x18\n\x10semi_sync_active\x18\x08 \x01(\x08\x12\x0f\n\x07problem\x18\t \x01(\t*\x97\x01\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19READ_CONSISTENCY_EVENTUAL\x10\x01\x12\x1b\n\x17READ_CONSISTENCY_STRONG\x10\x02\x12&\n\"READ_CONSISTENCY_BOUNDED_STALENESS\x10\x03*R\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_PUT\x10\x01\x12\x15\n\x11\x45VENT_TYPE_DELETE\x10\x02*~\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NDPOINT_ROLE_MASTER\x10\x01\x12\x19\n\x15\x45NDPOINT_ROLE_REPLICA\x10\x02\x12\x1a\n\x16\x45NDPOINT_ROLE_EMBEDDED\x10\x03\x32\xc5\x04\n\x08KeyValue\x12\x34\n\x03Put\x12\x15.kvgrpc.v1.PutRequest\x1a\x16.kvgrpc.v1.PutResponse\x12\x34\n\x03Get\x12\x15.kvgrpc.v1.GetRequest\x1a\x16.kvgrpc.v1.GetResponse\x12=\n\x06\x44\x65lete\x12\x18.kvgrpc.v1.DeleteRequest\x1a\x19.kvgrpc.v1.DeleteResponse\x12\x43\n\x08\x42\x61tchGet\x12\x1a.kvgrpc.v1.BatchGetRequest\x1a\x1b.kvgrpc.v1.BatchGetResponse\x12H\n\tStreamPut\x12\x1b.kvgrpc.v1.StreamPutRequest\x1a\x1c.kvgrpc.v1.StreamPutResponse(\x01\x12\x37\n\x04Scan\x12\x16.kvgrpc.v1.ScanRequest\x1a\x17.kvgrpc.v1.ScanResponse\x12<\n\x05Watch\x12\x17.kvgrpc.v1.WatchRequest\x1a\x18.kvgrpc.v1.WatchResponse0\x01\x12\x46\n\tGetStatus\x12\x1b.kvgrpc.v1.GetStatusRequest\x1a\x1c.kvgrpc.v1.GetStatusResponse\x12@\n\x07GetLoad\x12\x19.kvgrpc.v1.GetLoadRequest\x1a\x1a.kvgrpc.v1.GetLoadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvgrpc.kv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READCONSISTENCY']._serialized_start=1795
-  _globals['_READCONSISTENCY']._serialized_end=1946
-  _globals['_EVENTTYPE']._serialized_start=1948
-  _globals['_EVENTTYPE']._serialized_end=2030
-  _globals['_ENDPOINTROLE']._serialized_start=2032
-  _globals['_ENDPOINTROLE']._serialized_end=2158
+  _globals['_READCONSISTENCY']._serialized_start=2451
+  _globals['_READCONSISTENCY']._serialized_end=2602
+  _globals['_EVENTTYPE']._serialized_start=2604
+  _globals['_EVENTTYPE']._serialized_end=2686
+  _globals['_ENDPOINTROLE']._serialized_start=2688
+  _globals['_ENDPOINTROLE']._serialized_end=2814
   _globals['_READOPTIONS']._serialized_start=30
   _globals['_READOPTIONS']._serialized_end=143
   _globals['_RECORD']._serialized_start=145
@@ -56,29 +56,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHGETREQUEST']._serialized_start=592
   _globals['_BATCHGETREQUEST']._serialized_end=669
   _globals['_BATCHGETRESPONSE']._serialized_start=671
-  _globals['_BATCHGETRESPONSE']._serialized_end=747
-  _globals['_STREAMPUTREQUEST']._serialized_start=749
-  _globals['_STREAMPUTREQUEST']._serialized_end=809
-  _globals['_KEYVALUEPAIR']._serialized_start=811
-  _globals['_KEYVALUEPAIR']._serialized_end=853
-  _globals['_STREAMPUTRESPONSE']._serialized_start=855
-  _globals['_STREAMPUTRESPONSE']._serialized_end=938
-  _globals['_SCANREQUEST']._serialized_start=941
-  _globals['_SCANREQUEST']._serialized_end=1130
-  _globals['_SCANRESPONSE']._serialized_start=1132
-  _globals['_SCANRESPONSE']._serialized_end=1207
-  _globals['_WATCHREQUEST']._serialized_start=1209
-  _globals['_WATCHREQUEST']._serialized_end=1314
-  _globals['_WATCHRESPONSE']._serialized_start=1316
-  _globals['_WATCHRESPONSE']._serialized_end=1400
-  _globals['_EVENT']._serialized_start=1402
-  _globals['_EVENT']._serialized_end=1498
-  _globals['_GETSTATUSREQUEST']._serialized_start=1500
-  _globals['_GETSTATUSREQUEST']._serialized_end=1518
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1520
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1585
-  _globals['_ENDPOINTSTATUS']._serialized_start=1588
-  _globals['_ENDPOINTSTATUS']._serialized_end=1792
-  _globals['_KEYVALUE']._serialized_start=2161
-  _globals['_KEYVALUE']._serialized_end=2676
+  _globals['_BATCHGETRESPONSE']._serialized_end=773
+  _globals['_STREAMPUTREQUEST']._serialized_start=775
+  _globals['_STREAMPUTREQUEST']._serialized_end=873
+  _globals['_KEYVALUEPAIR']._serialized_start=875
+  _globals['_KEYVALUEPAIR']._serialized_end=917
+  _globals['_STREAMPUTRESPONSE']._serialized_start=920
+  _globals['_STREAMPUTRESPONSE']._serialized_end=1056
+  _globals['_SCANREQUEST']._serialized_start=1059
+  _globals['_SCANREQUEST']._serialized_end=1248
+  _globals['_SCANRESPONSE']._serialized_start=1250
+  _globals['_SCANRESPONSE']._serialized_end=1325
+  _globals['_WATCHREQUEST']._serialized_start=1327
+  _globals['_WATCHREQUEST']._serialized_end=1432
+  _globals['_WATCHRESPONSE']._serialized_start=1434
+  _globals['_WATCHRESPONSE']._serialized_end=1518
+  _globals['_EVENT']._serialized_start=1520
+  _globals['_EVENT']._serialized_end=1616
+  _globals['_GETSTATUSREQUEST']._serialized_start=1618
+  _globals['_GETSTATUSREQUEST']._serialized_end=1636
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1639
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1784
+  _globals['_SERVERLIMITS']._serialized_start=1787
+  _globals['_SERVERLIMITS']._serialized_end=2030
+  _globals['_SERVERINFO']._serialized_start=2032
+  _globals['_SERVERINFO']._serialized_end=2081
+  _globals['_GETLOADREQUEST']._serialized_start=2083
+  _globals['_GETLOADREQUEST']._serialized_end=2116
+  _globals['_GETLOADRESPONSE']._serialized_start=2118
+  _globals['_GETLOADRESPONSE']._serialized_end=2241
+  _globals['_ENDPOINTSTATUS']._serialized_start=2244
+  _globals['_ENDPOINTSTATUS']._serialized_end=2448
+  _globals['_KEYVALUE']._serialized_start=2817
+  _globals['_KEYVALUE']._serialized_end=3398
 # @@protoc_insertion_point(module_scope)

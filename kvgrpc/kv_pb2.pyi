@@ -117,18 +117,24 @@ class BatchGetRequest(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., read_options: _Optional[_Union[ReadOptions, _Mapping]] = ...) -> None: ...
 
 class BatchGetResponse(_message.Message):
-    __slots__ = ("records", "missing_keys")
+    __slots__ = ("records", "missing_keys", "unprocessed_keys")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNPROCESSED_KEYS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[Record]
     missing_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., missing_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    unprocessed_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., missing_keys: _Optional[_Iterable[str]] = ..., unprocessed_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamPutRequest(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "load_id", "start_index")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[KeyValuePair]
-    def __init__(self, records: _Optional[_Iterable[_Union[KeyValuePair, _Mapping]]] = ...) -> None: ...
+    load_id: str
+    start_index: int
+    def __init__(self, records: _Optional[_Iterable[_Union[KeyValuePair, _Mapping]]] = ..., load_id: _Optional[str] = ..., start_index: _Optional[int] = ...) -> None: ...
 
 class KeyValuePair(_message.Message):
     __slots__ = ("key", "value")
@@ -139,14 +145,18 @@ class KeyValuePair(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class StreamPutResponse(_message.Message):
-    __slots__ = ("committed_count", "write_token", "revision")
+    __slots__ = ("committed_count", "write_token", "revision", "skipped_count", "load_committed_count")
     COMMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_COMMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     committed_count: int
     write_token: str
     revision: int
-    def __init__(self, committed_count: _Optional[int] = ..., write_token: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    skipped_count: int
+    load_committed_count: int
+    def __init__(self, committed_count: _Optional[int] = ..., write_token: _Optional[str] = ..., revision: _Optional[int] = ..., skipped_count: _Optional[int] = ..., load_committed_count: _Optional[int] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
     __slots__ = ("prefix", "start_key", "end_key", "page_size", "page_bytes", "page_token", "keys_only", "read_options")
@@ -211,10 +221,62 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("endpoints",)
+    __slots__ = ("endpoints", "limits", "server")
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointStatus]
-    def __init__(self, endpoints: _Optional[_Iterable[_Union[EndpointStatus, _Mapping]]] = ...) -> None: ...
+    limits: ServerLimits
+    server: ServerInfo
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[EndpointStatus, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ..., server: _Optional[_Union[ServerInfo, _Mapping]] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_key_bytes", "max_value_bytes", "max_receive_message_bytes", "max_send_message_bytes", "max_batch_get_keys", "max_batch_get_bytes", "max_scan_page_size", "max_scan_page_bytes")
+    MAX_KEY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEND_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_GET_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_GET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCAN_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCAN_PAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_key_bytes: int
+    max_value_bytes: int
+    max_receive_message_bytes: int
+    max_send_message_bytes: int
+    max_batch_get_keys: int
+    max_batch_get_bytes: int
+    max_scan_page_size: int
+    max_scan_page_bytes: int
+    def __init__(self, max_key_bytes: _Optional[int] = ..., max_value_bytes: _Optional[int] = ..., max_receive_message_bytes: _Optional[int] = ..., max_send_message_bytes: _Optional[int] = ..., max_batch_get_keys: _Optional[int] = ..., max_batch_get_bytes: _Optional[int] = ..., max_scan_page_size: _Optional[int] = ..., max_scan_page_bytes: _Optional[int] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "process_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ID_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    process_id: int
+    def __init__(self, version: _Optional[str] = ..., process_id: _Optional[int] = ...) -> None: ...
+
+class GetLoadRequest(_message.Message):
+    __slots__ = ("load_id",)
+    LOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    load_id: str
+    def __init__(self, load_id: _Optional[str] = ...) -> None: ...
+
+class GetLoadResponse(_message.Message):
+    __slots__ = ("load_id", "committed_count", "revision", "write_token", "updated_unix_ms")
+    LOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    WRITE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    load_id: str
+    committed_count: int
+    revision: int
+    write_token: str
+    updated_unix_ms: int
+    def __init__(self, load_id: _Optional[str] = ..., committed_count: _Optional[int] = ..., revision: _Optional[int] = ..., write_token: _Optional[str] = ..., updated_unix_ms: _Optional[int] = ...) -> None: ...
 
 class EndpointStatus(_message.Message):
     __slots__ = ("name", "role", "reachable", "healthy", "lag_ms", "pool_in_use", "pool_size", "semi_sync_active", "problem")

@@ -75,6 +75,11 @@ class KeyValueStub:
                 request_serializer=kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=kvgrpc_dot_kv__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetLoad = channel.unary_unary(
+                '/kvgrpc.v1.KeyValue/GetLoad',
+                request_serializer=kvgrpc_dot_kv__pb2.GetLoadRequest.SerializeToString,
+                response_deserializer=kvgrpc_dot_kv__pb2.GetLoadResponse.FromString,
+                _registered_method=True)
 
 
 class KeyValueServicer:
@@ -110,7 +115,10 @@ class KeyValueServicer:
 
     def BatchGet(self, request, context):
         """BatchGet returns the records stored under several keys in one call, read
-        from one database endpoint. Missing keys are reported, not an error.
+        from one database endpoint. Missing keys are reported, not an error. A
+        response holds at most the server's byte budget of values; the keys it
+        had no room for are returned in `unprocessed_keys`, to be asked again (as
+        DynamoDB's BatchGetItem returns UnprocessedKeys).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +136,18 @@ class KeyValueServicer:
         entry `kvgrpc-committed` (decimal), and for a bad record the status
         message names its zero-based index in the stream. Sending the same
         records again is idempotent: the stored content ends up the same.
+
+        A named load is exactly-once: when the first message sets `load_id` and
+        `start_index`, the server skips the records of the load that an earlier
+        stream already committed (their index is below the load's committed
+        count) and writes each other record once, recording the load's progress
+        in the same transaction as each batch. A `start_index` beyond the
+        committed count fails with FAILED_PRECONDITION (records would be missing).
+        A load is written by one stream at a time (ABORTED for a second one).
+
+        When the server shuts down, an open StreamPut stops taking records,
+        commits what it holds and ends with UNAVAILABLE carrying the committed
+        count: resume from there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,7 +182,20 @@ class KeyValueServicer:
 
     def GetStatus(self, request, context):
         """GetStatus reports each database endpoint the server uses: its role,
-        whether it is reachable and serving, its replication lag and its pool use.
+        whether it is reachable and serving, its replication lag and its pool use;
+        and the server's own limits, so that clients can size their requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLoad(self, request, context):
+        """GetLoad reports the progress of a named load (a StreamPut whose first
+        message set `load_id`): how many of its records are committed. The
+        progress is recorded in the same transaction as each batch, so it never
+        disagrees with the data. NOT_FOUND when no such load is recorded (never
+        started, or expired: progress records are kept for a server-configured
+        time, 7 days by default).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +243,11 @@ def add_KeyValueServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=kvgrpc_dot_kv__pb2.GetStatusRequest.FromString,
                     response_serializer=kvgrpc_dot_kv__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'GetLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoad,
+                    request_deserializer=kvgrpc_dot_kv__pb2.GetLoadRequest.FromString,
+                    response_serializer=kvgrpc_dot_kv__pb2.GetLoadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -429,6 +467,33 @@ class KeyValue:
             '/kvgrpc.v1.KeyValue/GetStatus',
             kvgrpc_dot_kv__pb2.GetStatusRequest.SerializeToString,
             kvgrpc_dot_kv__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvgrpc.v1.KeyValue/GetLoad',
+            kvgrpc_dot_kv__pb2.GetLoadRequest.SerializeToString,
+            kvgrpc_dot_kv__pb2.GetLoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
