@@ -43,10 +43,36 @@ class EndpointStatus:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Size limits the service enforces on every request."""
+    """The sizes and counts a server accepts and sends (``ServerLimits`` in the proto).
+
+    The server enforces them; clients read them with ``GetStatus`` to size their
+    requests (the CLI's CSV loader takes its field limit from ``max_value_bytes``).
+    """
 
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_batch_get_keys: int = 1000
+    max_key_bytes: int = MAX_KEY_BYTES
+    max_receive_message_bytes: int = 4 << 20
+    max_send_message_bytes: int = 16 << 20
+    #: A BatchGet response holds about this many bytes of keys and values at most; the
+    #: keys it had no room for come back as ``unprocessed_keys``.
+    max_batch_get_bytes: int = 4 << 20
+    max_scan_page_size: int = 1000
+    #: Scan's ``page_bytes`` is clamped to this.
+    max_scan_page_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProgress:
+    """How far a named load (a StreamPut with a ``load_id``) has got: its first
+    ``committed`` records are committed; ``revision`` and ``token`` are those of its last
+    committed batch; ``updated_unix_ms`` when that was recorded."""
+
+    load_id: str
+    committed: int
+    revision: int = 0
+    token: str = ""
+    updated_unix_ms: int = 0
 
 
 def describe_key(key: str, width: int = 40) -> str:
