@@ -1,34 +1,31 @@
 """Transport security: bearer-token authentication, TLS credentials, per-client limits.
 
-- Tokens: the server accepts calls whose metadata carries ``authorization: Bearer
+- Tokens: the server accepts calls whose metadata carries one ``authorization: Bearer
   <token>`` for one of its tokens (from ``KVGRPC_AUTH_TOKENS``, comma-separated, or a file
   of one token per line); any other call ends with UNAUTHENTICATED. The health service
   stays open (load balancers probe it without credentials). Tokens are compared in
   constant time and never logged.
 - TLS: the server presents a certificate; with a client CA it also requires and checks
   client certificates (mutual TLS).
-- Per-client limit: at most N concurrent client streams (StreamPut) per client, where a
-  client is its bearer token if it has one, else its IP address; more get
-  RESOURCE_EXHAUSTED.
+- Identity: the server's per-client limits are keyed by the validated token
+  (:class:`Authenticator`); without tokens there is no client identity, and only
+  server-wide and per-connection limits apply.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import hmac
 import logging
-import threading
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import grpc
 
+from kvgrpc.errors import Unauthenticated
+
 _LOGGER = logging.getLogger(__name__)
 
 AUTHORIZATION = "authorization"
-_OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
 
 def load_tokens(environ_value: str | None, path: str | None) -> list[str]:
@@ -40,48 +37,37 @@ def load_tokens(environ_value: str | None, path: str | None) -> list[str]:
     return tokens
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses calls without a valid bearer token (UNAUTHENTICATED)."""
+class Authenticator:
+    """Checks a call's bearer token; returns who is calling (the validated token's identity).
+
+    A call must carry exactly one ``authorization`` entry, ``Bearer <token>`` for one of
+    the configured tokens; anything else (none, several, another scheme, an unknown token)
+    raises Unauthenticated. Identities are ``token:<n>``, the token's position in the
+    configuration, so a per-client limit can never be raised by made-up headers.
+    Without tokens every call is anonymous (identity None). Thread-safe; tokens are
+    compared in constant time and never logged.
+    """
 
     def __init__(self, tokens: Iterable[str]) -> None:
         self._tokens = [t.encode() for t in tokens]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def identify(self, metadata) -> str | None:
         if not self._tokens:
-            raise ValueError("token authentication needs at least one token")
-
-        def refuse(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or invalid bearer token (metadata 'authorization: Bearer ...')")
-
-        self._refusals = {
-            "unary": grpc.unary_unary_rpc_method_handler(refuse),
-            "stream": grpc.stream_unary_rpc_method_handler(refuse),
-            "server_stream": grpc.unary_stream_rpc_method_handler(refuse),
-            "bidi": grpc.stream_stream_rpc_method_handler(refuse),
-        }
-
-    def _valid(self, metadata) -> bool:
-        for key, value in metadata or ():
-            if key == AUTHORIZATION and isinstance(value, str) and value.startswith("Bearer "):
-                offered = value[len("Bearer "):].encode()
-                # Compare with every token, so the time taken says nothing about which matched.
-                return sum(hmac.compare_digest(offered, t) for t in self._tokens) > 0
-        return False
-
-    def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method.startswith(_OPEN_SERVICES) or self._valid(
-            handler_call_details.invocation_metadata
-        ):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
-        if handler is None:
             return None
-        if handler.request_streaming and handler.response_streaming:
-            return self._refusals["bidi"]
-        if handler.request_streaming:
-            return self._refusals["stream"]
-        if handler.response_streaming:
-            return self._refusals["server_stream"]
-        return self._refusals["unary"]
+        offered = [value for key, value in metadata or () if key == AUTHORIZATION]
+        if len(offered) == 1 and isinstance(offered[0], str) and offered[0].startswith("Bearer "):
+            candidate = offered[0][len("Bearer "):].encode()
+            # Compare with every token, so the time taken says nothing about which matched.
+            matches = [hmac.compare_digest(candidate, t) for t in self._tokens]
+            if any(matches):
+                return f"token:{matches.index(True)}"
+        raise Unauthenticated(
+            "missing or invalid bearer token (exactly one metadata entry "
+            "'authorization: Bearer <token>' is needed)")
 
 
 def server_credentials(cert_file: str, key_file: str, client_ca_file: str | None) -> grpc.ServerCredentials:
@@ -145,71 +131,3 @@ class _Details(grpc.ClientCallDetails):
 def with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
     """``channel``, sending ``token`` with every call when one is given."""
     return grpc.intercept_channel(channel, _BearerToken(token)) if token else channel
-
-
-def _client_identity(context, metadata) -> str:
-    """Who is calling: a digest of the bearer token, else the peer's IP address."""
-    for key, value in metadata or ():
-        if key == AUTHORIZATION and isinstance(value, str):
-            return "token:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-    peer = context.peer()  # "ipv4:127.0.0.1:53122" / "ipv6:[::1]:53122"
-    return "ip:" + peer.rsplit(":", 1)[0]
-
-
-class StreamLimitInterceptor(grpc.ServerInterceptor):
-    """Allows each client at most ``limit`` concurrent streams: client-streaming calls
-    (StreamPut) and server-streaming ones (Watch) together."""
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("the per-client stream limit must be at least 1")
-        self._limit = limit
-        self._open: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def open_streams(self) -> int:
-        """How many client streams are open now, all clients together."""
-        with self._lock:
-            return sum(self._open.values())
-
-    @contextlib.contextmanager
-    def _admitted(self, context, metadata) -> Iterator[None]:
-        who = _client_identity(context, metadata)
-        with self._lock:
-            admitted = self._open[who] < self._limit
-            if admitted:
-                self._open[who] += 1
-        if not admitted:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"this client already has {self._limit} streams open (the limit "
-                          "per client); wait for one to finish")
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._open[who] -= 1
-                if not self._open[who]:
-                    del self._open[who]
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_streaming == handler.response_streaming:
-            return handler  # unary calls, and bidi ones (reflection)
-        metadata = handler_call_details.invocation_metadata
-        if handler.request_streaming:
-            behavior = handler.stream_unary
-
-            def limited(request_iterator, context):
-                with self._admitted(context, metadata):
-                    return behavior(request_iterator, context)
-
-            return grpc.stream_unary_rpc_method_handler(
-                limited, handler.request_deserializer, handler.response_serializer)
-        server_streaming = handler.unary_stream
-
-        def limited_responses(request, context):
-            with self._admitted(context, metadata):
-                yield from server_streaming(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            limited_responses, handler.request_deserializer, handler.response_serializer)

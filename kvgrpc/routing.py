@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from kvgrpc import deadlines
 from kvgrpc.errors import KvError, Unavailable
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
@@ -189,13 +190,12 @@ class ReadRouter:
             allowed = allowed[shift:] + allowed[:shift]
         return allowed
 
-    def read(self, operation: Callable[[Store], T], options: ReadOptions = EVENTUAL,
-             deadline: float | None = None) -> T:
+    def read(self, operation: Callable[[Store], T], options: ReadOptions = EVENTUAL) -> T:
         """Runs ``operation`` on the endpoint the options allow, falling back to the master."""
         for replica in self._candidates(options):
             try:
                 if options.min_token and not replica.store.has_applied(
-                    options.min_token, self._wait_budget(deadline)
+                    options.min_token, self._wait_budget(deadlines.current())
                 ):
                     break  # not there yet: the master has it
                 return operation(replica.store)

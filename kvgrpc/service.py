@@ -8,12 +8,9 @@ gRPC code. The transport (:mod:`kvgrpc.server`) converts messages and calls this
 from __future__ import annotations
 
 import base64
-import itertools
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kvgrpc.errors import FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
@@ -38,11 +35,10 @@ class CommitPolicy:
     """When StreamPut commits: after this many records or bytes, and at the end."""
 
     max_records: int = 10000
-    max_bytes: int = 16 << 20
+    max_bytes: int = 4 << 20
 
 
-#: Scan pages: the most records per page, and how many are read per query.
-MAX_SCAN_PAGE = 1000
+#: Scan pages are read from the store this many records per query.
 SCAN_CHUNK = 100
 _PAGE_TOKEN_PREFIX = "kvgrpc-scan-1:"
 
@@ -103,36 +99,6 @@ class StreamResult:
     committed: int
     token: str
     revision: int
-
-
-#: Watch: the most events per response, and about the most bytes of keys and values.
-WATCH_CHUNK_EVENTS = 1000
-WATCH_CHUNK_BYTES = 1 << 20
-#: Watch: how often a watch with nothing to deliver reports the revision it has reached.
-WATCH_PROGRESS_SECONDS = 1.0
-
-
-@dataclass(slots=True)
-class Event:
-    """One change a watch delivers: a put (the record as written) or a delete (the key and
-    the version it had), and the revision of the write. (Not frozen: a watch makes one per
-    record written, and frozen dataclasses are slower to build.)"""
-
-    key: str
-    value: bytes
-    version: int
-    revision: int
-    deleted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    """One Watch response: events in commit order, and the revision up to which every
-    matching change has been delivered. ``created`` marks the first one (no events)."""
-
-    revision: int
-    events: Sequence[Event] = ()
-    created: bool = False
 
 
 class KeyValueService:
@@ -206,61 +172,48 @@ class KeyValueService:
         k = check_key(key, f"key {describe_key(key)}")
         return self._write(lambda store: store.delete(k))
 
+    def open_stream(self) -> StreamWriter:
+        """A StreamPut in progress: the transport feeds it records as they arrive and
+        commits the batches it hands back (see :class:`StreamWriter`)."""
+        return StreamWriter(self)
+
     def stream_put(self, batches: Iterable[Sequence[tuple[str, bytes]]]) -> StreamResult:
-        """Commits a stream of records in order, in batches.
+        """Commits a stream of records in order, in batches (blocking; for in-process use:
+        the server drives a :class:`StreamWriter` itself, so no thread waits on the network).
 
-        Records are validated as they arrive. On a bad record, the valid records before
-        it are committed and ``InvalidArgument`` names the bad record's index in the
-        stream; on any failure the raised error's ``committed`` is the number of leading
-        records committed (acknowledged), and no record after them is.
-
-        Batches are committed on a second thread, one at a time and in order, while this
-        one receives and checks the next batch: the database works while Python parses.
+        On a bad record, the valid records before it are committed and ``InvalidArgument``
+        names the bad record's index in the stream; on any failure the raised error's
+        ``committed`` is the number of leading records committed, and none after them is.
         """
-        policy = self.commit_policy
-        max_key, max_value = MAX_KEY_BYTES, self.limits.max_value_bytes
-        committer = _Committer(self._write, self._count_written)
-        pending: list[tuple[bytes, bytes]] = []
-        pending_bytes = 0
-        index = 0
+        writer = self.open_stream()
         try:
             for batch in batches:
-                for key, value in batch:
-                    k = key.encode("utf-8")
-                    if not k or len(k) > max_key or len(value) > max_value:
-                        where = f"record {index}"  # built only for the error
-                        check_key(key, where)
-                        check_value(value, where, self.limits)
-                    pending.append((k, value))
-                    pending_bytes += len(k) + len(value)
-                    index += 1
-                    if len(pending) >= policy.max_records or pending_bytes >= policy.max_bytes:
-                        committer.submit(pending)
-                        pending, pending_bytes = [], 0
-            committer.submit(pending)
-            committer.drain()
+                ready = writer.add(batch)
+                if ready:
+                    writer.commit(ready)
+            ready = writer.flush()
+            if ready:
+                writer.commit(ready)
         except InvalidArgument as exc:
-            exc.committed = committer.finish(pending)  # the valid prefix stays committed
+            ready = writer.flush()
+            try:
+                if ready:
+                    writer.commit(ready)
+            except KvError:
+                pass
+            exc.committed = writer.committed  # the valid prefix stays committed
             raise
         except KvError as exc:
-            exc.committed = committer.finish()
+            exc.committed = writer.committed
             raise
-        finally:
-            committer.close()  # waits for a commit still in flight (e.g. the client left)
-        return StreamResult(committer.committed, committer.commit.token, committer.commit.revision)
+        return writer.result()
 
     # -- changes -------------------------------------------------------------------
 
-    def watch(self, key: str | None, prefix: str | None, start_revision: int | None,
-              cancelled: Callable[[], bool]) -> Iterator[WatchBatch]:
-        """The changes to ``key``, or to the keys starting with ``prefix``, as committed.
-
-        Yields a ``created`` batch once the master's change feed is open, then batches of
-        events after ``start_revision`` (None: after the latest revision now), with
-        progress reports while nothing matches. Returns when ``cancelled()``; raises
-        Unavailable when the server shuts down (the caller resumes elsewhere from the
-        last revision it got).
-        """
+    def watch_target(self, key: str | None, prefix: str | None,
+                     start_revision: int | None) -> tuple[KeyFilter, int | None]:
+        """Checks a Watch request; returns the keys it watches and the revision after which
+        it starts (None: from now). The change hub (:mod:`kvgrpc.watch`) does the rest."""
         if (key is None) == (prefix is None):
             raise InvalidArgument("set one of key and prefix (an empty prefix watches every key)")
         if key is not None:
@@ -271,74 +224,59 @@ class KeyValueService:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
         if start_revision is not None and start_revision < 0:
             raise InvalidArgument("start_revision must be 0 or more")
-        after = self.writer.head_revision() if start_revision is None else start_revision
-        feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), keys)
-        first = next(feed, None)  # raises if the feed cannot start from `after`
-        yield WatchBatch(after, created=True)
-        reported, last = time.monotonic(), after
-        for batch in itertools.chain([first] if first else [], feed):
-            revision = batch.revision
-            events = [Event(c.key.decode("utf-8", "replace"), c.value, c.version, revision, c.deleted)
-                      for c in batch.changes]
-            if events:
-                yield from _chunks(events, batch.revision)
-            elif batch.revision > last and time.monotonic() - reported >= WATCH_PROGRESS_SECONDS:
-                yield WatchBatch(batch.revision)
-            else:
-                continue
-            reported, last = time.monotonic(), batch.revision
-        if self._closing.is_set():
-            raise Unavailable(
-                f"the server is shutting down; resume the watch from revision {last} on another server"
-            )
+        return keys, start_revision
 
     # -- reads ---------------------------------------------------------------------
 
-    def get(self, key: str, options: ReadOptions = EVENTUAL, deadline: float | None = None) -> Record:
+    def get(self, key: str, options: ReadOptions = EVENTUAL) -> Record:
         """Returns the record under ``key``; raises NotFound if there is none."""
         k = check_key(key, f"key {describe_key(key)}")
         self._check_read_options(options)
-        stored = self.router.read(lambda store: store.get(k), options, deadline)
+        stored = self.router.read(lambda store: store.get(k), options)
         if stored is None:
             raise NotFound(f"key {describe_key(key)} not found")
         return Record(key, stored.value, stored.version)
 
-    def batch_get(self, keys: Sequence[str], options: ReadOptions = EVENTUAL,
-                  deadline: float | None = None) -> tuple[list[Record], list[str]]:
-        """Returns the records found (in request order, once each) and the missing keys."""
+    def batch_get(self, keys: Sequence[str],
+                  options: ReadOptions = EVENTUAL) -> tuple[list[Record], list[str], list[str]]:
+        """Returns the records found (in request order, once each), the missing keys, and
+        the keys left unread because the response reached ``limits.max_batch_get_bytes``
+        (at least one record is always read)."""
+        limit = self.limits.max_batch_get_keys
         if not keys:
-            raise InvalidArgument(
-                f"keys is empty; ask for 1 to {self.limits.max_batch_get_keys} keys"
-            )
-        if len(keys) > self.limits.max_batch_get_keys:
-            raise InvalidArgument(
-                f"{len(keys)} keys requested; the limit is {self.limits.max_batch_get_keys}"
-            )
+            raise InvalidArgument(f"keys is empty; ask for 1 to {limit} keys")
+        if len(keys) > limit:
+            raise InvalidArgument(f"{len(keys)} keys requested; the limit is {limit}")
         self._check_read_options(options)
         unique = list(dict.fromkeys(keys))
         encoded = [check_key(key, f"keys[{i}]") for i, key in enumerate(unique)]
-        found = self.router.read(lambda store: store.get_many(encoded), options, deadline)
+        budget = self.limits.max_batch_get_bytes
+        found, unread = self.router.read(lambda store: store.get_within(encoded, budget), options)
         records: list[Record] = []
         missing: list[str] = []
+        unprocessed: list[str] = []
         for key, k in zip(unique, encoded):
             stored = found.get(k)
-            if stored is None:
-                missing.append(key)
-            else:
+            if stored is not None:
                 records.append(Record(key, stored.value, stored.version))
-        return records, missing
+            elif k in unread:
+                unprocessed.append(key)
+            else:
+                missing.append(key)
+        return records, missing, unprocessed
 
-    def scan(self, page: ScanPage, options: ReadOptions = EVENTUAL,
-             deadline: float | None = None) -> tuple[list[Record], str]:
+    def scan(self, page: ScanPage, options: ReadOptions = EVENTUAL) -> tuple[list[Record], str]:
         """One page of records in key order; returns them and the next page's token ("" at the end).
 
         The page is read from one endpoint, in chunks, until it holds ``page.size``
         records or the next record would pass ``page.max_bytes`` (a page holds at least one).
         """
-        if not 1 <= page.size <= MAX_SCAN_PAGE:
-            raise InvalidArgument(f"page_size {page.size} is out of range: 1 to {MAX_SCAN_PAGE}")
+        if not 1 <= page.size <= self.limits.max_scan_page_size:
+            raise InvalidArgument(
+                f"page_size {page.size} is out of range: 1 to {self.limits.max_scan_page_size}")
         if page.max_bytes < 1:
             raise InvalidArgument("page_bytes must be positive")
+        max_bytes = min(page.max_bytes, self.limits.max_scan_page_bytes)  # clamped, not refused
         self._check_read_options(options)
         lower, upper = _key_range(page.prefix, page.start_key, page.end_key)
         after = _decode_page_token(page.page_token)
@@ -351,7 +289,7 @@ class KeyValueService:
                 chunk = store.scan(lower, upper, cursor, want, page.keys_only)
                 for stored in chunk:
                     size = len(stored.key) + len(stored.value)
-                    if found and used + size > page.max_bytes:
+                    if found and used + size > max_bytes:
                         return found, True
                     found.append(stored)
                     used += size
@@ -360,7 +298,7 @@ class KeyValueService:
                 cursor = chunk[-1].key
             return found, True
 
-        found, more = self.router.read(read_page, options, deadline)
+        found, more = self.router.read(read_page, options)
         records = [Record(s.key.decode("utf-8", "replace"), s.value, s.version) for s in found]
         token = _encode_page_token(found[-1].key) if more and found else ""
         return records, token
@@ -389,66 +327,67 @@ class KeyValueService:
             store.close()
 
 
-def _chunks(events: list[Event], revision: int) -> Iterator[WatchBatch]:
-    """Splits one revision's events into responses of bounded size. All but the last report
-    the revision before: the revision is complete only once its last event is sent."""
-    start, size = 0, 0
-    for i, event in enumerate(events):
-        size += len(event.key) + len(event.value) + 16
-        if i + 1 - start >= WATCH_CHUNK_EVENTS or size >= WATCH_CHUNK_BYTES:
-            if i + 1 < len(events):
-                yield WatchBatch(revision - 1, events[start : i + 1])
-                start, size = i + 1, 0
-    yield WatchBatch(revision, events[start:])
+class StreamWriter:
+    """One StreamPut in progress, driven by the transport without a thread of its own.
 
-
-class _Committer:
-    """Commits StreamPut batches on its own thread, in order, at most one at a time.
-
-    ``submit`` hands over a batch after waiting for the previous one, so at most two
-    batches are held in memory and a failure stops everything after it. ``committed``
-    counts the records of batches whose commit succeeded.
+    ``add(records)`` checks a message's records and returns a batch to commit when the
+    commit policy says so (else None); ``flush()`` returns what is left at the end;
+    ``commit(batch)`` (blocking: run it on an executor) commits one batch. The transport
+    commits batches one at a time, in order, and may receive the next message while one
+    commits. ``committed`` counts the records of committed batches; a failed commit
+    stops the stream (nothing after it is committed). Not thread-safe: one caller at a time,
+    except that ``add`` may run while ``commit`` does.
     """
 
-    def __init__(self, write: Callable, count: Callable[[int], None]) -> None:
-        self._write = write
-        self._count = count
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
-        self._in_flight: Future | None = None
+    def __init__(self, service: KeyValueService) -> None:
+        self._service = service
+        self._policy = service.commit_policy
+        self._max_value = service.limits.max_value_bytes
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending_bytes = 0
+        self.received = 0  # records accepted so far (the index of the next one)
         self.committed = 0
-        self.commit = Commit()  # the last batch's
+        self.commit_info = Commit()  # the last committed batch's
 
-    def _commit(self, batch: list[tuple[bytes, bytes]]) -> tuple[int, Commit]:
-        return len(batch), self._write(lambda store: store.put_many(batch))
+    def add(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[bytes, bytes]] | None:
+        """Checks and queues records; returns a full batch to commit, or None.
 
-    def drain(self) -> None:
-        """Waits for the batch in flight; raises its error if it failed."""
-        future, self._in_flight = self._in_flight, None
-        if future is not None:
-            count, commit = future.result()
-            self.committed += count
-            self._count(count)
-            self.commit = commit
+        Raises InvalidArgument naming the record's index for a bad record (the records
+        before it stay queued: ``flush`` returns them)."""
+        policy, max_key, max_value = self._policy, MAX_KEY_BYTES, self._max_value
+        pending = self._pending
+        ready: list[tuple[bytes, bytes]] | None = None
+        for key, value in records:
+            k = key.encode("utf-8")
+            if not k or len(k) > max_key or len(value) > max_value:
+                where = f"record {self.received}"  # built only for the error
+                check_key(key, where)
+                check_value(value, where, self._service.limits)
+            pending.append((k, value))
+            self._pending_bytes += len(k) + len(value)
+            self.received += 1
+            if len(pending) >= policy.max_records or self._pending_bytes >= policy.max_bytes:
+                if ready is not None:  # a message larger than a batch: commit in one go
+                    ready.extend(pending)
+                else:
+                    ready = pending
+                pending = self._pending = []
+                self._pending_bytes = 0
+        return ready
 
-    def submit(self, batch: list[tuple[bytes, bytes]]) -> None:
-        self.drain()
-        if batch:
-            self._in_flight = self._executor.submit(self._commit, batch)
+    def flush(self) -> list[tuple[bytes, bytes]]:
+        """The records queued but not yet handed out as a batch."""
+        ready, self._pending, self._pending_bytes = self._pending, [], 0
+        return ready
 
-    def finish(self, last: list[tuple[bytes, bytes]] | None = None) -> int:
-        """Ends the stream after a failure: commits ``last`` too if all went well so far.
+    def commit(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """Commits ``batch`` on the master (blocking)."""
+        if not batch:
+            return
+        commit = self._service._write(lambda store: store.put_many(batch))
+        self.committed += len(batch)
+        self.commit_info = commit
+        self._service._count_written(len(batch))
 
-        Returns how many records are committed; never raises (the caller is already
-        reporting an error), except that a failed ``last`` commit is simply not counted.
-        """
-        try:
-            self.drain()
-            if last:
-                self.submit(last)
-                self.drain()
-        except KvError:
-            pass
-        return self.committed
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+    def result(self) -> StreamResult:
+        return StreamResult(self.committed, self.commit_info.token, self.commit_info.revision)

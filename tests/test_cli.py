@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from kvgrpc.records import Limits
 from tests.conftest import run_cli
 
 # Every difficult case the issue lists, written by hand (not by the csv module) so the
@@ -129,7 +130,7 @@ def test_stream_broken_quoting_stops_the_load(sqlite_server, tmp_path):
 
 
 def test_server_rejection_is_reported_with_the_file_line(start_server, tmp_path):
-    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_value_bytes=10)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_value_bytes=10))
     path = _write(tmp_path, "big.csv", 'key,value\na,1\n"b\nb",2\nc,' + "x" * 11 + "\nd,4\n")
     result = run_cli("--target", server.target, "stream", path)
     assert result.returncode == 1

@@ -26,7 +26,7 @@ from kvgrpc.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from kvgrpc.records import Record
+from kvgrpc.records import Limits, Record
 from kvgrpc.server import KeyValueServer, ServerConfig
 from kvgrpc.store import MySQLEndpoint
 
@@ -119,7 +119,7 @@ def test_stream_put_committed_count_in_trailing_metadata(sqlite_server):
 
 
 def test_key_and_value_limits(start_server, tmp_path):
-    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_value_bytes=1000)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_value_bytes=1000))
     with server.client() as kv:
         key = "€" * 1024  # 3072 bytes: the largest key
         assert kv.put(key, b"x" * 1000) == 1
@@ -136,7 +136,7 @@ def test_key_and_value_limits(start_server, tmp_path):
 
 
 def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_server, tmp_path):
-    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_message_bytes=2 << 20)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_receive_message_bytes=2 << 20))
     with server.client() as kv:
         with pytest.raises(ResourceExhausted, match=str(2 << 20)):
             kv.put("huge", b"x" * (3 << 20))
@@ -232,8 +232,9 @@ def test_health_reports_serving(sqlite_server):
     channel.close()
 
 
-def test_server_process_stops_gracefully_letting_a_stream_finish(tmp_path, sandbox):
-    """The real command: logs its store and driver, and SIGTERM lets an open stream finish."""
+def test_server_process_drains_an_open_stream_on_sigterm(tmp_path, sandbox):
+    """The real command: logs its store and driver; on SIGTERM an open stream stops taking
+    records, commits what it holds and ends with UNAVAILABLE carrying the exact count."""
     env = dict(os.environ, KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
                KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
     proc = subprocess.Popen(
@@ -266,9 +267,17 @@ def test_server_process_stops_gracefully_letting_a_stream_finish(tmp_path, sandb
             proc.send_signal(signal.SIGTERM)
 
         threading.Thread(target=terminate).start()
+        began = time.monotonic()
         with KeyValueClient(f"127.0.0.1:{port}", batch_records=10) as kv:
-            assert kv.stream_put(records()) == 20_000
+            with pytest.raises(Unavailable, match="shutting down") as drained:
+                kv.stream_put(records())
         assert proc.wait(30) == 0
+        assert time.monotonic() - began < 10  # well within the 30 s grace
+        committed = drained.value.committed
+        assert 0 < committed < 20_000
+        table = f"graceful{os.getpid()}"
+        stored = sandbox.query(f"SELECT k FROM `{table}`")
+        assert sorted(k.decode() for (k,) in stored) == sorted(f"g{i}" for i in range(committed))
         rest = proc.stderr.read()
         assert "stopping: letting in-flight calls finish" in rest
     finally:
@@ -288,7 +297,7 @@ def test_reflection_describes_the_service(sqlite_server):
         assert {"kvgrpc.v1.KeyValue", "grpc.health.v1.Health"} <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName("kvgrpc.v1.KeyValue")
         assert {m.name for m in service.methods} == {
-            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "Watch", "GetStatus"}
+            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "Watch", "GetStatus", "GetLoad"}
 
 
 def test_health_is_not_serving_while_draining(sqlite_server):
@@ -353,7 +362,10 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
 
 
 def test_streams_per_client_are_limited(start_server, tmp_path):
-    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_streams_per_client=1)
+    """Per-client limits are keyed by the validated token, so forged or extra
+    `authorization` entries cannot raise them."""
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), max_streams_per_client=1,
+                          auth_tokens=("token-one", "token-two"))
     release = threading.Event()
     first_sent = threading.Event()
 
@@ -365,7 +377,7 @@ def test_streams_per_client_are_limited(start_server, tmp_path):
 
     results = []
     limit = server.server.stream_limit
-    with server.client(batch_records=1) as kv:
+    with server.client(batch_records=1, token="token-one") as kv:
         worker = threading.Thread(target=lambda: results.append(kv.stream_put(slow_records())))
         worker.start()
         assert first_sent.wait(10)
@@ -373,9 +385,21 @@ def test_streams_per_client_are_limited(start_server, tmp_path):
         while limit.open_streams() == 0:  # the server admits the call on its own thread
             assert time.monotonic() < deadline, "the first stream never opened"
             time.sleep(0.01)
-        with server.client() as same_client:  # same IP, no token: the same client
+        with server.client(token="token-one") as same_client, \
+                server.client(token="token-two") as other_client:
             with pytest.raises(ResourceExhausted, match="already has 1 streams open"):
                 same_client.stream_put([("other", b"x")])
+            assert other_client.stream_put([("other", b"x")]) == 1  # another token: its own limit
+            channel = grpc.insecure_channel(server.target)
+            stub = kv_pb2_grpc.KeyValueStub(channel)
+            request = [kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key="f", value=b"")])]
+            for forged in ([("authorization", "Basic junk"), ("authorization", "Bearer token-one")],
+                           [("authorization", "Bearer token-one"), ("authorization", "Bearer x")],
+                           [("authorization", "Bearer made-up")]):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.StreamPut(iter(request), metadata=forged, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            channel.close()
             release.set()
             worker.join(10)
             assert results == [2]

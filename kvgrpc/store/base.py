@@ -107,6 +107,11 @@ class Store(Protocol):
     the head) raises OutOfRange; a feed the database cannot give raises FailedPrecondition.
 
     Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
+    ``get_within(keys, max_bytes)`` is ``get_many`` with a byte budget: it returns the
+    records found and the set of keys it left unread because the records before them (in
+    ``keys`` order) already hold ``max_bytes`` of keys and values (the first record is
+    always read; unread keys may or may not exist). Values past the budget are never
+    brought into the server's memory.
     ``scan(lower, upper, after, limit, keys_only)`` returns up to ``limit`` records with
     ``lower <= key < upper`` (``upper`` None: no end) and ``key > after`` (if given), in
     bytewise key order; with ``keys_only`` their values are empty.
@@ -147,6 +152,9 @@ class Store(Protocol):
     def get(self, key: bytes) -> StoredRecord | None: ...
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]: ...
+
+    def get_within(self, keys: Sequence[bytes],
+                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]: ...
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]: ...

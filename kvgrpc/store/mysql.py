@@ -71,6 +71,8 @@ _READ_ONLY_ERRNO = 1290  # --read-only: e.g. a replica configured as the master
 _ACCESS_DENIED_ERRNOS = frozenset({1044, 1045, 1142, 1227})
 _NO_TABLE_ERRNO = 1146
 _DUPLICATE_KEY_ERRNO = 1062
+#: The database refuses a new connection: max_connections (1040) or max_user_connections (1203).
+_TOO_MANY_CONNECTIONS_ERRNOS = frozenset({1040, 1203})
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,11 @@ class MySQLStore:
             _LOGGER.warning("%s is unreachable: %s", where, exc)
             self._drop_pool()
             return Unavailable(f"{where} is unreachable; retry later")
+        if errno in _TOO_MANY_CONNECTIONS_ERRNOS:
+            _LOGGER.warning("%s refuses new connections: %s", where, exc)
+            self._drop_pool()
+            return Unavailable(f"{where} has no free connections (its max_connections is "
+                               "reached); retry later")
         if errno in _CONFLICT_ERRNOS:
             _LOGGER.info("transaction conflict on %s: %s", where, exc)
             return Aborted("the write conflicted with a concurrent write; retry it")
@@ -508,6 +515,36 @@ class MySQLStore:
             for k, v, version in cur.fetchall():
                 found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
         return found
+
+    def get_within(self, keys: Sequence[bytes],
+                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]:
+        found: dict[bytes, StoredRecord] = {}
+        unread: set[bytes] = set()
+        if not keys:
+            return found, unread
+        marks = ", ".join(["%s"] * len(keys))
+        # One round trip: a value is sent only while the running total of keys and values
+        # (in request order) fits the budget, so the rest never reaches this process.
+        sql = (f"SELECT k, version, CASE WHEN ROW_NUMBER() OVER w = 1 OR "
+               f"SUM(LENGTH(k) + LENGTH(v)) OVER w <= %s THEN v END FROM `{self.table}` "
+               f"WHERE k IN ({marks}) WINDOW w AS (ORDER BY FIELD(k, {marks}))")
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(sql, (max_bytes, *keys, *keys))
+            rows = cur.fetchall()
+        for k, version, v in rows:
+            key = bytes(k)
+            if v is None:
+                unread.add(key)
+            else:
+                found[key] = StoredRecord(key, bytes(v), int(version))
+        if unread:  # keys after the first unread one that have no row: unread too
+            cut = False
+            for k in keys:
+                cut = cut or k in unread
+                if cut and k not in found:
+                    unread.add(k)
+        return found, unread
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:

@@ -196,6 +196,42 @@ class SQLiteStore:
                     found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
         return found
 
+    def get_within(self, keys: Sequence[bytes],
+                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]:
+        found: dict[bytes, StoredRecord] = {}
+        unread: set[bytes] = set()
+        used = 0
+        with self._connection() as cnx:
+            for start in range(0, len(keys), 400):
+                chunk = keys[start : start + 400]
+                if used > max_bytes or (used == max_bytes and found):
+                    unread.update(chunk)
+                    continue
+                # Values are returned only while the running total (in request order) fits.
+                sql = (f"WITH req(i, k) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+                       f"SELECT t.k, t.version, length(t.k) + length(t.v), CASE WHEN ? + "
+                       f"sum(length(t.k) + length(t.v)) OVER w <= ? OR (? = 0 AND "
+                       f"row_number() OVER w = 1) THEN t.v END FROM req JOIN \"{self.table}\" t "
+                       f"ON t.k = req.k WINDOW w AS (ORDER BY req.i ROWS UNBOUNDED PRECEDING) "
+                       f"ORDER BY req.i")
+                params = [x for i, k in enumerate(chunk) for x in (i, k)]
+                params += [used, max_bytes, len(found)]
+                for k, version, size, v in cnx.execute(sql, params):
+                    key = bytes(k)
+                    if v is None:
+                        unread.add(key)
+                        used = max_bytes + 1
+                    else:
+                        found[key] = StoredRecord(key, bytes(v), int(version))
+                        used += int(size)
+                if used > max_bytes:  # keys after the cut that have no row are unread too
+                    cut = False
+                    for k in chunk:
+                        if cut and k not in found:
+                            unread.add(k)
+                        cut = cut or k in unread
+        return found, unread
+
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:
         sql, params = scan_query(f'"{self.table}"', "?", lower, upper, after, limit, keys_only)
