@@ -345,3 +345,35 @@ def test_100_cli_processes_stream_csv_files_to_a_default_server(server_process, 
     with KeyValueClient(server.target) as kv:
         stored = sum(1 for _ in kv.scan("p", keys_only=True, page_size=1000))
     assert stored == 100 * 5000
+
+
+def test_a_slow_watcher_falls_behind_resumes_from_history_and_loses_nothing(any_server, start_server, tmp_path):
+    """A watcher that reads slower than the writes come is ended (it never holds up the
+    feed or makes the server buffer without bound), then caught up from history by the
+    client's resume: every event once, in order."""
+    config = any_server.config
+    server = start_server(sqlite_path=config.sqlite_path, master=config.master,
+                          replicas=config.replicas, table=config.table,
+                          watch_buffer_bytes=64 << 10)
+    keys = [f"slow/{i:05d}" for i in range(20_000)]
+    got: list[str] = []
+    with server.client() as kv, server.client() as writer:
+        kv.put("slow/-start", b"")
+
+        def write() -> None:  # 20 transactions of 1000 records, 1 KB each: 20 MB
+            for n in range(20):
+                writer.stream_put((k, b"x" * 1000) for k in keys[n * 1000:(n + 1) * 1000])
+
+        with kv.watch(prefix="slow/", start_revision=kv.last_revision - 1) as watch:
+            thread = threading.Thread(target=write)
+            for event in watch:
+                if event.key == "slow/-start":
+                    thread.start()
+                    time.sleep(3)  # meanwhile the feed runs far past the 64 KiB buffer
+                    continue
+                got.append(event.key)
+                if len(got) == len(keys):
+                    break
+            thread.join()
+    assert got == keys
+    assert server.server.hub.fell_behind >= 1
