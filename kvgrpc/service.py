@@ -13,7 +13,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kvgrpc.errors import FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
+from kvgrpc.coalesce import GroupCommit
+from kvgrpc.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    KvError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from kvgrpc.records import (
     MAX_KEY_BYTES,
     EndpointStatus,
@@ -25,7 +34,7 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
-from kvgrpc.store.base import Commit, KeyFilter
+from kvgrpc.store.base import NO_COMMIT, Commit, StoredRecord, KeyFilter, WriteOp, WriteOutcome, version_conflict
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -127,6 +136,12 @@ class KeyValueService:
         self.router = router or ReadRouter(writer, self.readers, watch_semi_sync=require_semi_sync)
         self.require_semi_sync = require_semi_sync
         self.records_written = 0  # committed by Put and StreamPut since start, for metrics
+        # Concurrent Puts and Deletes share transactions (kvgrpc.coalesce).
+        self.writes: GroupCommit[WriteOp, tuple[WriteOutcome, Commit]] = GroupCommit(
+            self._write_group, self._write_alone, max_group=64, max_weight=1 << 20,
+            weight=lambda op: len(op.key) + len(op.value or b"") + 64,
+            retry_alone=lambda error: isinstance(error, (Aborted, ResourceExhausted)))
+        self._get_groups: dict[int, GroupCommit[bytes, StoredRecord | None]] = {}
         self._count_lock = threading.Lock()
         self._closing = threading.Event()  # set when the server begins to shut down
 
@@ -160,17 +175,48 @@ class KeyValueService:
         if expected_version is not None and expected_version < 0:
             raise InvalidArgument(f"{where}: expected_version must be 0 or more")
         try:
-            version, commit = self._write(lambda store: store.put(k, v, expected_version))
+            outcome, commit = self.writes.submit(WriteOp(k, v, expected_version))
+            if not outcome.done:
+                raise version_conflict(expected_version or 0, outcome.version)
         except FailedPrecondition as exc:
             exc.message = f"{where}: {exc.message}"
             raise
         self._count_written(1)
-        return Written(version, commit.token, commit.revision)
+        return Written(outcome.version, commit.token, commit.revision)
 
     def delete(self, key: str) -> tuple[bool, Commit]:
         """Removes a key on the master; returns whether it existed, and the write's commit."""
         k = check_key(key, f"key {describe_key(key)}")
-        return self._write(lambda store: store.delete(k))
+        outcome, commit = self.writes.submit(WriteOp(k, None))
+        return outcome.done, commit if outcome.done else NO_COMMIT
+
+    def _gets(self, store: Store) -> GroupCommit[bytes, StoredRecord | None]:
+        """The Get coalescer of one endpoint: concurrent Gets share a multi-key SELECT."""
+        gets = self._get_groups.get(id(store))
+        if gets is None:
+            with self._count_lock:
+                gets = self._get_groups.setdefault(id(store), GroupCommit(
+                    lambda keys: [found.get(k) for found in [store.get_many(list(dict.fromkeys(keys)))]
+                                  for k in keys],
+                    store.get, max_group=64, max_weight=64))
+        return gets
+
+    def _write_group(self, ops: Sequence[WriteOp]) -> list[tuple[WriteOutcome, Commit]]:
+        outcomes, commit = self._write(lambda store: store.write_group(ops))
+        return [(outcome, commit if outcome.done else NO_COMMIT) for outcome in outcomes]
+
+    def _write_alone(self, op: WriteOp) -> tuple[WriteOutcome, Commit]:
+        """One write in its own transaction: the store's single-statement paths."""
+        if op.value is None:
+            existed, commit = self._write(lambda store: store.delete(op.key))
+            return WriteOutcome(existed, 0), commit
+        try:
+            version, commit = self._write(lambda store: store.put(op.key, op.value, op.expected_version))
+        except FailedPrecondition as exc:
+            if exc.current_version is None:
+                raise
+            return WriteOutcome(False, exc.current_version), NO_COMMIT
+        return WriteOutcome(True, version), commit
 
     def open_stream(self) -> StreamWriter:
         """A StreamPut in progress: the transport feeds it records as they arrive and
@@ -232,7 +278,7 @@ class KeyValueService:
         """Returns the record under ``key``; raises NotFound if there is none."""
         k = check_key(key, f"key {describe_key(key)}")
         self._check_read_options(options)
-        stored = self.router.read(lambda store: store.get(k), options)
+        stored = self.router.read(lambda store: self._gets(store).submit(k), options)
         if stored is None:
             raise NotFound(f"key {describe_key(key)} not found")
         return Record(key, stored.value, stored.version)

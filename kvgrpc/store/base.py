@@ -39,6 +39,27 @@ class Commit:
 NO_COMMIT = Commit()
 
 
+@dataclass(frozen=True, slots=True)
+class WriteOp:
+    """One write of a group (:meth:`Store.write_group`): a put of ``value`` (with
+    ``expected_version``, a compare-and-set; 0: the key must not exist), or, with
+    ``value`` None, a delete."""
+
+    key: bytes
+    value: bytes | None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What one write of a group did. A put: ``done`` and the new ``version``, or, when
+    its expected version did not match, not done and the key's current version (0:
+    absent). A delete: ``done`` when the key existed (``version`` 0)."""
+
+    done: bool
+    version: int
+
+
 @dataclass(slots=True)
 class Change:
     """One record written or deleted, as the change feed reports it (not frozen: the feed
@@ -97,6 +118,11 @@ class Store(Protocol):
       key occurs twice, the later record wins. Calling it again with the same records
       leaves the same content.
     - ``delete`` returns ``(existed, commit)``.
+    - ``write_group(ops)`` runs puts and deletes (:class:`WriteOp`) in one transaction,
+      in order, each seeing the ones before it, and commits once: the group commit of
+      concurrent calls. Returns one :class:`WriteOutcome` per op and the transaction's
+      Commit (``NO_COMMIT`` when nothing changed). A compare-and-set that does not match
+      changes nothing and does not stop the others.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
     ``changes(after, stopped, keys)`` yields a :class:`ChangeBatch` per revision after
@@ -143,6 +169,8 @@ class Store(Protocol):
     def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit: ...
 
     def delete(self, key: bytes) -> tuple[bool, Commit]: ...
+
+    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]: ...
 
     def head_revision(self) -> int: ...
 

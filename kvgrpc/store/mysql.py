@@ -31,6 +31,8 @@ from kvgrpc.store.base import (
     KeyFilter,
     PoolUsage,
     StoredRecord,
+    WriteOp,
+    WriteOutcome,
     check_table_name,
     scan_query,
     scanned,
@@ -450,6 +452,52 @@ class MySQLStore:
             deleted = cur.rowcount > 0
             commit = self._written_result(cur)
             return deleted, commit if deleted else NO_COMMIT
+
+    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
+        """One round trip: ``START TRANSACTION``, each op followed by a SELECT of its row
+        count and the key's version after it, ``COMMIT``, and where the commit sits."""
+        t = f"`{self.table}`"
+        after = f"SELECT ROW_COUNT(), (SELECT version FROM {t} WHERE k = %s)"
+        statements, params = ["START TRANSACTION"], []
+        for op in ops:
+            if op.value is None:
+                statements.append(self._sql_delete)
+                params.append(op.key)
+            elif op.expected_version is None:
+                statements.append(self._sql_put_many)
+                params += [op.key, op.value]
+            elif op.expected_version == 0:
+                statements.append(f"INSERT IGNORE INTO {t} (k, v) VALUES (%s, %s)")
+                params += [op.key, op.value]
+            else:
+                statements.append(self._sql_update_if)
+                params += [op.value, op.key, op.expected_version]
+            statements.append(after)
+            params.append(op.key)
+        statements += ["COMMIT", self._sql_written]
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute("; ".join(statements), tuple(params))
+            rows = []
+            while True:
+                if cur.with_rows:
+                    rows.append(cur.fetchone())
+                if not cur.nextset():
+                    break
+        *counts, written = rows
+        outcomes = []
+        changed = False
+        for op, (count, version) in zip(ops, counts):
+            version = int(version or 0)
+            if op.value is None:
+                done = int(count) > 0
+            elif op.expected_version is None:
+                done = True
+            else:
+                done = int(count) == 1
+            changed = changed or done
+            outcomes.append(WriteOutcome(done, version if op.value is not None else 0))
+        return outcomes, self._commit_row(written) if changed else NO_COMMIT
 
     def _written_query(self) -> str:
         """The query that reads where a commit sits: its token and, if required, the

@@ -21,6 +21,8 @@ from kvgrpc.store.base import (
     KeyFilter,
     PoolUsage,
     StoredRecord,
+    WriteOp,
+    WriteOutcome,
     check_table_name,
     scan_query,
     scanned,
@@ -164,6 +166,33 @@ class SQLiteStore:
             cnx.execute("BEGIN IMMEDIATE")
             cnx.executemany(self._sql_put_many, records)
             return self._commit(cnx)
+
+    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
+        outcomes: list[WriteOutcome] = []
+        changed = False
+        with self._connection() as cnx:
+            cnx.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                if op.value is None:
+                    done = cnx.execute(self._sql_delete, (op.key,)).rowcount > 0
+                elif op.expected_version is None:
+                    cnx.execute(self._sql_put_many, (op.key, op.value))
+                    done = True
+                elif op.expected_version == 0:
+                    done = cnx.execute(self._sql_create_only, (op.key, op.value)).rowcount == 1
+                else:
+                    done = cnx.execute(self._sql_update_if,
+                                       (op.value, op.key, op.expected_version)).rowcount == 1
+                version = 0
+                if op.value is not None:
+                    row = cnx.execute(self._sql_version, (op.key,)).fetchone()
+                    version = 0 if row is None else int(row[0])
+                changed = changed or done
+                outcomes.append(WriteOutcome(done, version))
+            if not changed:
+                cnx.execute("COMMIT")
+                return outcomes, NO_COMMIT
+            return outcomes, self._commit(cnx)
 
     def _commit(self, cnx: sqlite3.Connection) -> Commit:
         """Commits the open write transaction; returns its revision (the last change's)."""
