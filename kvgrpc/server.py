@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
 import grpc
@@ -185,11 +185,12 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
 
     def BatchGet(self, request: kv_pb2.BatchGetRequest, context) -> kv_pb2.BatchGetResponse:
         with _status_on_error(context):
-            records, missing = self._service.batch_get(
+            records, missing, unprocessed = self._service.batch_get(
                 list(request.keys), _read_options(request.read_options), current_deadline()
             )
         return kv_pb2.BatchGetResponse(
-            records=[_record_pb(r) for r in records], missing_keys=missing
+            records=[_record_pb(r) for r in records], missing_keys=missing,
+            unprocessed_keys=unprocessed,
         )
 
     def StreamPut(self, request_iterator, context) -> kv_pb2.StreamPutResponse:
@@ -228,7 +229,8 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     def GetStatus(self, request: kv_pb2.GetStatusRequest, context) -> kv_pb2.GetStatusResponse:
         with _status_on_error(context):
             endpoints = self._service.status()
-        return kv_pb2.GetStatusResponse(endpoints=[_endpoint_pb(e) for e in endpoints])
+        return kv_pb2.GetStatusResponse(endpoints=[_endpoint_pb(e) for e in endpoints],
+                                        limits=kv_pb2.ServerLimits(**asdict(self._service.limits)))
 
 
 # --------------------------------------------------------------------------------------

@@ -304,8 +304,11 @@ class KeyValueService:
         return Record(key, stored.value, stored.version)
 
     def batch_get(self, keys: Sequence[str], options: ReadOptions = EVENTUAL,
-                  deadline: float | None = None) -> tuple[list[Record], list[str]]:
-        """Returns the records found (in request order, once each) and the missing keys."""
+                  deadline: float | None = None) -> tuple[list[Record], list[str], list[str]]:
+        """Returns the records found (in request order, once each), the missing keys, and
+        the unprocessed keys: once the records taken reach ``limits.max_batch_get_bytes``
+        bytes of keys and values (at least one record is always taken), the keys after
+        them are neither found nor missing but returned to be asked again."""
         if not keys:
             raise InvalidArgument(
                 f"keys is empty; ask for 1 to {self.limits.max_batch_get_keys} keys"
@@ -320,13 +323,17 @@ class KeyValueService:
         found = self.router.read(lambda store: store.get_many(encoded), options, deadline)
         records: list[Record] = []
         missing: list[str] = []
-        for key, k in zip(unique, encoded):
+        budget, size = self.limits.max_batch_get_bytes, 0
+        for i, (key, k) in enumerate(zip(unique, encoded)):
+            if records and size >= budget:
+                return records, missing, unique[i:]
             stored = found.get(k)
             if stored is None:
                 missing.append(key)
             else:
                 records.append(Record(key, stored.value, stored.version))
-        return records, missing
+                size += len(k) + len(stored.value)
+        return records, missing, []
 
     def scan(self, page: ScanPage, options: ReadOptions = EVENTUAL,
              deadline: float | None = None) -> tuple[list[Record], str]:
