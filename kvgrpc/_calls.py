@@ -94,8 +94,8 @@ class RetryPolicy:
     multiplier**(n-2), max_backoff)]`` seconds; at most ``max_attempts`` attempts in all
     (gRPC caps it at 5), all within the call's deadline. The defaults ride out a server
     restart or a move to another of the client's servers of about 2 s. The channel's
-    reconnection backoff is held to ``max_backoff`` too, so that a server that is back is
-    reconnected to within the retries.
+    reconnection backoff starts at 100 ms and is held to ``max_backoff``, so that a
+    server that is back is reconnected to within the retries.
     """
 
     max_attempts: int = 5
@@ -127,6 +127,10 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 
+#: The first pause before reconnecting to a server that went away, in milliseconds
+#: (then ×1.6 per attempt, up to the retry policy's ``max_backoff``).
+RECONNECT_INITIAL_MS = 100
+
 
 def channel_options(several: bool, retry: RetryPolicy | None) -> list[tuple[str, Any]]:
     """The options of a client channel: no receive limit (the server bounds its replies),
@@ -139,7 +143,10 @@ def channel_options(several: bool, retry: RetryPolicy | None) -> list[tuple[str,
             ("grpc.enable_retries", 1),
             ("grpc.service_config", retry.service_config()),
             ("grpc.service_config_disable_resolution", 1),  # ours, not one from DNS
-            ("grpc.initial_reconnect_backoff_ms", int(retry.initial_backoff * 1000)),
+            # gRPC waits 1 s, then up to 120 s, between attempts to reconnect, failing
+            # calls at once meanwhile: a server back after a restart would be found
+            # only after the retries are spent.
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
             ("grpc.max_reconnect_backoff_ms", int(retry.max_backoff * 1000)),
         ]
     else:
