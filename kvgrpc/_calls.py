@@ -92,16 +92,27 @@ class RetryPolicy:
 
     Attempt ``n`` (n ≥ 2) starts after a random delay in ``[0, min(initial_backoff *
     multiplier**(n-2), max_backoff)]`` seconds; at most ``max_attempts`` attempts in all
-    (gRPC caps it at 5), all within the call's deadline. The defaults ride out a server
-    restart or a move to another of the client's servers of about 2 s. The channel's
-    reconnection backoff starts at 100 ms and is held to ``max_backoff``, so that a
-    server that is back is reconnected to within the retries.
+    (gRPC caps it at 5), all within the call's deadline. The channel's reconnection
+    backoff starts at 100 ms and is held to ``max_backoff``, so that a server that is
+    back is reconnected to within the retries.
+
+    The defaults wait at most 0.1 + 0.2 + 0.4 + 0.8 = 1.5 s in all (0.75 s on average):
+    enough for a move to another of the client's servers, a dropped connection, or a
+    server back within about a second. A longer policy rides out longer restarts, but
+    keep its worst case (the sum of the caps) under the client's ``timeout``: a deadline
+    that passes while waiting to retry ends the call with DeadlineExceeded, not with the
+    Unavailable that says why.
     """
 
     max_attempts: int = 5
-    initial_backoff: float = 0.25
-    max_backoff: float = 2.0
+    initial_backoff: float = 0.1
+    max_backoff: float = 1.0
     multiplier: float = 2.0
+
+    def worst_case_seconds(self) -> float:
+        """The longest the retries may wait in all (the sum of the backoff caps)."""
+        return sum(min(self.initial_backoff * self.multiplier ** n, self.max_backoff)
+                   for n in range(self.max_attempts - 1))
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_attempts <= 5:

@@ -183,8 +183,9 @@ def test_retry_policy_service_config_names_the_reads_only():
         "Get", "BatchGet", "Scan", "GetStatus", "GetLoad"}
     assert {n["service"] for n in method_config["name"]} == {"kvgrpc.v1.KeyValue"}
     assert method_config["retryPolicy"] == {
-        "maxAttempts": 5, "initialBackoff": "0.250s", "maxBackoff": "2.000s",
+        "maxAttempts": 5, "initialBackoff": "0.100s", "maxBackoff": "1.000s",
         "backoffMultiplier": 2.0, "retryableStatusCodes": ["UNAVAILABLE"]}
+    assert RetryPolicy().worst_case_seconds() == pytest.approx(1.5)
     with pytest.raises(ValueError, match="max_attempts must be 2 to 5"):
         RetryPolicy(max_attempts=6)
 
