@@ -31,7 +31,7 @@ Value = bytes | str
 
 SERVICE = "kvgrpc.v1.KeyValue"
 
-CONSISTENCY: dict[str | None, int] = {
+CONSISTENCY: dict[str | None, kv_pb2.ReadConsistency] = {
     None: kv_pb2.READ_CONSISTENCY_UNSPECIFIED,
     "eventual": kv_pb2.READ_CONSISTENCY_EVENTUAL,
     "strong": kv_pb2.READ_CONSISTENCY_STRONG,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -45,8 +45,6 @@ from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Watch", "WatchEvent", "RetryPolicy", "DEFAULT_TARGET"]
-
-_Reply = TypeVar("_Reply")
 
 Records = Iterable[tuple[str, Value]] | AsyncIterable[tuple[str, Value]]
 
@@ -108,7 +106,7 @@ class KeyValueClient:
         """Connects now (rather than on the first call); raises Unavailable if it cannot."""
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"cannot connect to {self.target} within {timeout:g} s") from None
 
     async def __aenter__(self) -> KeyValueClient:
@@ -202,9 +200,9 @@ class KeyValueClient:
             raise error from None
         self._wrote(reply)
         if source_error:
-            exc = source_error[0]
-            exc.add_note(f"the stream ended there: {reply.committed_count} records committed")
-            raise exc
+            failure = source_error[0]
+            failure.add_note(f"the stream ended there: {reply.committed_count} records committed")
+            raise failure
         return int(reply.committed_count)
 
     # -- reads -------------------------------------------------------------------------
@@ -376,5 +374,5 @@ class Watch:
                 if not (self._resume and isinstance(error, Unavailable)):
                     raise error from None
                 failures += 1
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cancelled.wait(), _calls.watch_retry_delay(failures))

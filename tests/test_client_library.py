@@ -5,7 +5,6 @@ server's limits; and the shared logic (kvgrpc/_calls.py) on its edge cases."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import threading
 import time
 from dataclasses import replace
 
-import grpc
 import pytest
 
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
@@ -92,6 +90,10 @@ def test_a_read_is_retried_across_a_server_restart(tmp_path, client_kind):
                 proc.wait()
 
 
+def _no_replica() -> None:
+    """The embedded store has no replica to wait for."""
+
+
 @pytest.fixture(params=["sqlite", "mysql"])
 def small_batch_budget(request, tmp_path, table_name):
     """A server on either backend whose BatchGet replies hold at most 250 bytes of keys
@@ -99,7 +101,7 @@ def small_batch_budget(request, tmp_path, table_name):
     if request.param == "sqlite":
         config = ServerConfig(host="127.0.0.1", port=0, sqlite_path=str(tmp_path / "kv.sqlite3"),
                               table=table_name)
-        settle = lambda: None  # noqa: E731
+        settle = _no_replica
     else:
         sandbox = request.getfixturevalue("sandbox")
         config = ServerConfig(host="127.0.0.1", port=0, master=sandbox.master,
@@ -115,7 +117,7 @@ def small_batch_budget(request, tmp_path, table_name):
 
 def test_batch_get_fetches_unprocessed_keys(small_batch_budget, client_kind):
     target, settle = small_batch_budget
-    values = {f"u{i:03d}": bytes([65 + i % 26]) * 100 for i in range(0, 60)}
+    values = {f"u{i:03d}": bytes([65 + i % 26]) * 100 for i in range(60)}
     values["huge"] = b"h" * 1000  # larger than the budget alone: a reply still takes it
     with open_client(client_kind, target) as kv:
         assert kv.stream_put(values.items()) == len(values)
