@@ -288,22 +288,18 @@ class BatchGetRounds:
 class StreamBatcher:
     """Groups records into ``StreamPutRequest`` messages of at most ``batch_records``
     records / ``batch_bytes`` bytes; the first message carries ``load_id`` and
-    ``start_index`` when a load is named. ``on_sent(n)`` is called as each message is
-    handed over (with its record count)."""
+    ``start_index`` when a load is named."""
 
     def __init__(self, batch_records: int, batch_bytes: int, *, load_id: str | None = None,
-                 start_index: int = 0, on_sent: Callable[[int], None] | None = None) -> None:
+                 start_index: int = 0) -> None:
         self._batch_records = batch_records
         self._batch_bytes = batch_bytes
         self._first: dict[str, Any] = {"load_id": load_id, "start_index": start_index} if load_id else {}
-        self._on_sent = on_sent
         self._batch: list[kv_pb2.KeyValuePair] = []
         self._size = 0
 
     def _message(self) -> kv_pb2.StreamPutRequest:
         message = kv_pb2.StreamPutRequest(records=self._batch, **self._first)
-        if self._on_sent:
-            self._on_sent(len(self._batch))
         self._first = {}
         self._batch, self._size = [], 0
         return message
@@ -327,16 +323,22 @@ class StreamBatcher:
         return None
 
 
-def stream_messages(records: Iterable[tuple[str, Value]],
-                    batcher: StreamBatcher) -> Iterator[kv_pb2.StreamPutRequest]:
-    """The messages of a StreamPut of ``records``, read lazily."""
+def stream_messages(records: Iterable[tuple[str, Value]], batcher: StreamBatcher,
+                    on_sent: Callable[[int], None] | None = None) -> Iterator[kv_pb2.StreamPutRequest]:
+    """The messages of a StreamPut of ``records``, read lazily; ``on_sent(n)`` is called
+    after each message is taken by gRPC, with the number of records it carried (what
+    ``KeyValueClient._messages`` does)."""
     for key, value in records:
         message = batcher.add(key, value)
         if message is not None:
             yield message
+            if on_sent:
+                on_sent(len(message.records))
     last = batcher.finish()
     if last is not None:
         yield last
+        if on_sent:
+            on_sent(len(last.records))
 
 
 # --------------------------------------------------------------------------------------

@@ -188,9 +188,9 @@ class KeyValueClient:
         # the exact point (GetLoad, skip that many; an auto-generated load_id for unnamed
         # streams), as the contract asks of the blocking client once it does so.
         batcher = _calls.StreamBatcher(self.batch_records, self.batch_bytes, load_id=load_id,
-                                       start_index=start_index, on_sent=on_sent)
+                                       start_index=start_index)
         source_error: list[BaseException] = []
-        messages = _messages(records, batcher, source_error)
+        messages = _messages(records, batcher, on_sent, source_error)
         try:
             reply = await self._stub.StreamPut(messages, metadata=self._metadata)
         except grpc.RpcError as exc:
@@ -282,25 +282,30 @@ class KeyValueClient:
 
 
 async def _messages(records: Records, batcher: _calls.StreamBatcher,
+                    on_sent: Callable[[int], None] | None,
                     source_error: list[BaseException]) -> AsyncIterator[kv_pb2.StreamPutRequest]:
-    """The messages of a StreamPut. An exception raised by ``records`` is kept in
-    ``source_error`` and ends the stream (gRPC would turn it into an opaque status)."""
+    """The messages of a StreamPut (see :func:`kvgrpc._calls.stream_messages`). An
+    exception raised by ``records`` is kept in ``source_error`` and ends the stream
+    (gRPC would turn it into an opaque status)."""
     try:
         if isinstance(records, AsyncIterable):
             async for key, value in records:
                 message = batcher.add(key, value)
                 if message is not None:
                     yield message
+                    if on_sent:
+                        on_sent(len(message.records))
         else:
-            for key, value in records:
-                message = batcher.add(key, value)
-                if message is not None:
-                    yield message
+            for message in _calls.stream_messages(records, batcher, on_sent):
+                yield message
+            return  # the last message is sent
     except Exception as exc:  # noqa: BLE001 - raised again by stream_put
         source_error.append(exc)
     last = batcher.finish()
     if last is not None:
         yield last
+        if on_sent:
+            on_sent(len(last.records))
 
 
 class Watch:

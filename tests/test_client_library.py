@@ -231,6 +231,9 @@ def test_async_stream_put_reads_an_async_source_and_reports_a_failing_source(tmp
 
             assert await kv.stream_put(records(), on_sent=sent.append) == 95
             assert sent == [10] * 9 + [5]
+            sent.clear()
+            assert await kv.stream_put([(f"c{i}", "v") for i in range(12)], on_sent=sent.append) == 12
+            assert sent == [10, 2]
 
             def broken():
                 for i in range(25):
@@ -246,3 +249,16 @@ def test_async_stream_put_reads_an_async_source_and_reports_a_failing_source(tmp
         asyncio.run(main())
     finally:
         server.stop(grace=0)
+
+
+def test_stream_messages_name_the_load_in_the_first_message_only():
+    batcher = _calls.StreamBatcher(2, 1 << 20, load_id="load-1", start_index=7)
+    sent: list[int] = []
+    messages = list(_calls.stream_messages([("a", b"1"), ("b", "2"), ("c", b"3")], batcher, sent.append))
+    assert [(m.load_id, m.start_index, [r.key for r in m.records]) for m in messages] == [
+        ("load-1", 7, ["a", "b"]), ("", 0, ["c"])]
+    assert sent == [2, 1]
+    # A load resumed past its end still names itself: one empty message.
+    empty = list(_calls.stream_messages([], _calls.StreamBatcher(2, 1 << 20, load_id="x", start_index=3)))
+    assert [(m.load_id, m.start_index, len(m.records)) for m in empty] == [("x", 3, 0)]
+    assert list(_calls.stream_messages([], _calls.StreamBatcher(2, 1 << 20))) == []
