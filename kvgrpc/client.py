@@ -19,7 +19,9 @@ Command line (``python -m kvgrpc.client --help``)::
     python -m kvgrpc.client shell
 
 The client takes and returns plain Python values and raises the exceptions of
-:mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out.
+:mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out. Reads are retried by gRPC on
+UNAVAILABLE (:class:`RetryPolicy`); writes are not. For asyncio services,
+:mod:`kvgrpc.aio` has the same client with every call a coroutine.
 """
 
 from __future__ import annotations
