@@ -19,7 +19,9 @@ Command line (``python -m kvgrpc.client --help``)::
     python -m kvgrpc.client shell
 
 The client takes and returns plain Python values and raises the exceptions of
-:mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out.
+:mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out. Reads are retried by gRPC on
+UNAVAILABLE (:class:`RetryPolicy`); writes are not. For asyncio services,
+:mod:`kvgrpc.aio` has the same client with every call a coroutine.
 """
 
 from __future__ import annotations
@@ -37,54 +39,27 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, TypeVar
 
 import grpc
 
-from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
+from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value, WatchEvent
 from kvgrpc.auth import channel_credentials, with_token
-from kvgrpc.errors import (
-    COMMITTED_METADATA_KEY,
-    CURRENT_VERSION_METADATA_KEY,
-    InvalidArgument,
-    KvError,
-    Unavailable,
-    error_class,
-)
-from kvgrpc.records import EndpointStatus, Record, check_key
+from kvgrpc.errors import InvalidArgument, KvError, Unavailable
+from kvgrpc.records import EndpointStatus, Limits, Record, check_key
 from kvgrpc.tokens import latest
 
-__all__ = ["KeyValueClient", "Record", "EndpointStatus", "Watch", "WatchEvent", "DEFAULT_TARGET"]
+__all__ = ["KeyValueClient", "Record", "EndpointStatus", "Limits", "RetryPolicy", "Watch",
+           "WatchEvent", "DEFAULT_TARGET"]
 
 DEFAULT_TARGET = "localhost:1313"
 
-Value = bytes | str
+_Reply = TypeVar("_Reply")
 
-_CONSISTENCY = {
-    None: kv_pb2.READ_CONSISTENCY_UNSPECIFIED,
-    "eventual": kv_pb2.READ_CONSISTENCY_EVENTUAL,
-    "strong": kv_pb2.READ_CONSISTENCY_STRONG,
-    "bounded": kv_pb2.READ_CONSISTENCY_BOUNDED_STALENESS,
-}
-
-
-def _as_bytes(value: Value) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
-
-
-def _error_from(exc: grpc.RpcError) -> KvError:
-    """Turns a failed call into the project's exception, keeping the committed count."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else None) or code.name.lower()
-    numbers: dict[str, int] = {}
-    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in trailing or ():
-        if key in (COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY):
-            numbers[key] = int(value)
-    return error_class(code.name)(
-        details, committed=numbers.get(COMMITTED_METADATA_KEY),
-        current_version=numbers.get(CURRENT_VERSION_METADATA_KEY),
-    )
+# Shared with the asyncio client (kvgrpc/_calls.py); the old private names stay usable.
+_as_bytes = _calls.as_bytes
+_error_from = _calls.error_from
 
 
 def channel_target(target: str) -> str:
@@ -132,6 +107,17 @@ class KeyValueClient:
     with ``read_your_writes=True`` every read carries it, so a read always sees this
     client's earlier writes, whichever replica answers. Pass ``min_write_token`` to a read
     to carry a token from another client or process.
+
+    Reads (Get, BatchGet, each Scan page, GetStatus, GetLoad) that fail with UNAVAILABLE
+    (a server restarting, a connection lost, a database briefly unreachable) are retried
+    by gRPC itself, following ``retry`` (a :class:`RetryPolicy` written into the
+    channel's service config; ``None``: no retries), within the call's ``timeout``. Writes
+    are never retried: a Put or Delete whose reply was lost may have been committed, and
+    sending it again would create another version (or fail a compare-and-set that in fact
+    succeeded); the caller decides, knowing the error. ``stream_put`` reports what was
+    committed, and a :class:`Watch` resumes by itself from the revision it has.
+
+    The asyncio twin with the same surface is :class:`kvgrpc.aio.KeyValueClient`.
     """
 
     def __init__(
@@ -147,6 +133,7 @@ class KeyValueClient:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> None:
         self.target = target
         self.read_your_writes = read_your_writes
@@ -156,9 +143,8 @@ class KeyValueClient:
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
-        options = [("grpc.max_receive_message_length", -1)]
-        if "," in target:  # several servers: spread calls over them
-            options.append(("grpc.lb_policy_name", "round_robin"))
+        self.retry = retry
+        options = _calls.channel_options("," in target, retry)
         if tls or ca_file or cert_file:
             credentials = channel_credentials(ca_file, cert_file, key_file)
             self._channel = grpc.secure_channel(channel_target(target), credentials, options=options)
@@ -176,13 +162,14 @@ class KeyValueClient:
     def __enter__(self) -> KeyValueClient:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Closes the channel; calls in progress are cancelled."""
         self._channel.close()
 
-    def _call(self, method, request):
+    def _call(self, method: Callable[..., _Reply], request: Any) -> _Reply:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -201,20 +188,16 @@ class KeyValueClient:
         with self._token_lock:
             return self._revision
 
-    def _wrote(self, reply) -> None:
+    def _wrote(self, reply: Any) -> None:
         with self._token_lock:
             if reply.write_token:
                 self._token = latest(self._token, reply.write_token)
             self._revision = max(self._revision, reply.revision)
 
-    def _read_options(self, consistency, max_staleness_ms, min_write_token) -> kv_pb2.ReadOptions:
-        if consistency not in _CONSISTENCY:
-            raise ValueError(f"consistency must be one of {sorted(k for k in _CONSISTENCY if k)}")
-        token = min_write_token or ""
-        if self.read_your_writes:
-            token = latest(self.last_write_token, token)
-        return kv_pb2.ReadOptions(consistency=_CONSISTENCY[consistency],
-                                  max_staleness_ms=max_staleness_ms, min_write_token=token)
+    def _read_options(self, consistency: str | None, max_staleness_ms: int,
+                      min_write_token: str | None) -> kv_pb2.ReadOptions:
+        return _calls.read_options(consistency, max_staleness_ms, min_write_token,
+                                   self.last_write_token if self.read_your_writes else None)
 
     def put(self, key: str, value: Value, *, expected_version: int | None = None) -> int:
         """Stores ``value`` under ``key`` (str values are UTF-8 encoded); returns the new version.
@@ -223,10 +206,7 @@ class KeyValueClient:
         is at that version (0: does not exist); otherwise
         :class:`~kvgrpc.errors.FailedPrecondition` is raised, with ``current_version``.
         """
-        request = kv_pb2.PutRequest(key=key, value=_as_bytes(value))
-        if expected_version is not None:
-            request.expected_version = expected_version
-        reply = self._call(self._stub.Put, request)
+        reply = self._call(self._stub.Put, _calls.put_request(key, value, expected_version))
         self._wrote(reply)
         return reply.version
 
@@ -241,7 +221,7 @@ class KeyValueClient:
         """Returns the record (key, value, version) under ``key``; raises NotFound if none."""
         options = self._read_options(consistency, max_staleness_ms, min_write_token)
         reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=key, read_options=options))
-        return Record(reply.record.key, reply.record.value, reply.record.version)
+        return _calls.record_from(reply.record)
 
     def delete(self, key: str) -> bool:
         """Removes ``key``; returns whether it existed."""
@@ -251,11 +231,22 @@ class KeyValueClient:
 
     def batch_get(self, keys: Sequence[str], *, consistency: str | None = None,
                   max_staleness_ms: int = 0, min_write_token: str | None = None) -> dict[str, bytes]:
-        """Returns ``{key: value}`` for the keys that exist (1 to 1000 keys per call)."""
+        """Returns ``{key: value}`` for the keys that exist, in request order (1 to the
+        server's ``max_batch_get_keys``, 1000 by default, per call).
+
+        A server answers at most its byte budget (``Limits.max_batch_get_bytes``) per
+        reply and returns the keys it had no room for as unprocessed; they are asked
+        again, round after round, until every key is read. Each round is one BatchGet
+        with the same read options (and the full ``timeout``); a round that reads no key
+        raises :class:`~kvgrpc.errors.Internal`.
+        """
         options = self._read_options(consistency, max_staleness_ms, min_write_token)
-        reply = self._call(self._stub.BatchGet,
-                           kv_pb2.BatchGetRequest(keys=list(keys), read_options=options))
-        return {r.key: r.value for r in reply.records}
+        rounds = _calls.BatchGetRounds(keys)
+        while True:
+            rounds.add(self._call(self._stub.BatchGet,
+                                  kv_pb2.BatchGetRequest(keys=rounds.pending, read_options=options)))
+            if not rounds.pending:
+                return rounds.result()
 
     def scan(self, prefix: str = "", *, start: str = "", end: str = "", page_size: int = 100,
              page_bytes: int = 0, keys_only: bool = False, consistency: str | None = None,
@@ -266,13 +257,10 @@ class KeyValueClient:
         options = self._read_options(consistency, max_staleness_ms, min_write_token)
         token = ""
         while True:
-            reply = self._call(self._stub.Scan, kv_pb2.ScanRequest(
-                prefix=prefix, start_key=start, end_key=end, page_size=page_size,
-                page_bytes=page_bytes, page_token=token, keys_only=keys_only,
-                read_options=options,
-            ))
+            reply = self._call(self._stub.Scan, _calls.scan_request(
+                prefix, start, end, page_size, page_bytes, keys_only, options, token))
             for r in reply.records:
-                yield Record(r.key, r.value, r.version)
+                yield _calls.record_from(r)
             token = reply.next_page_token
             if not token:
                 return
@@ -288,22 +276,18 @@ class KeyValueClient:
         losing or repeating an event. Other errors (e.g. OutOfRange: the revision is no
         longer kept) are raised from the iteration. ``cancel()`` ends it.
         """
-        if (key is None) == (prefix is None):
-            raise ValueError("watch one key, or a prefix (prefix='' watches every key)")
+        _calls.check_watch_target(key, prefix)
         return Watch(self._stub, key, prefix, start_revision, resume)
 
     def status(self) -> list[EndpointStatus]:
         """The server's database endpoints and their measured state, the master first."""
         reply = self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest())
-        return [
-            EndpointStatus(
-                name=e.name, role=kv_pb2.EndpointRole.Name(e.role).removeprefix("ENDPOINT_ROLE_").lower(),
-                reachable=e.reachable, healthy=e.healthy,
-                lag_ms=None if e.lag_ms < 0 else e.lag_ms, pool_in_use=e.pool_in_use,
-                pool_size=e.pool_size, semi_sync_active=e.semi_sync_active, problem=e.problem,
-            )
-            for e in reply.endpoints
-        ]
+        return _calls.endpoints_from(reply)
+
+    def limits(self) -> Limits:
+        """The sizes and counts the server accepts and sends (``GetStatus``'s limits); a
+        server too old to report them yields the defaults of :class:`~kvgrpc.records.Limits`."""
+        return _calls.limits_from(self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
 
     def stream_put(
         self,
@@ -346,18 +330,6 @@ class KeyValueClient:
                 on_sent(len(batch))
 
 
-class WatchEvent(NamedTuple):
-    """One change: ``type`` is ``"put"`` (``value`` and ``version`` as written) or
-    ``"delete"`` (``version`` the record had, no value); ``revision`` is the write's.
-    (A named tuple: a watch of busy keys makes many, and it is the cheapest to build.)"""
-
-    type: str
-    key: str
-    value: bytes
-    version: int
-    revision: int
-
-
 class Watch:
     """An open watch (see :meth:`KeyValueClient.watch`): an iterator of :class:`WatchEvent`.
 
@@ -366,19 +338,22 @@ class Watch:
     call :meth:`cancel` (from any thread) to end it; the iteration then stops.
     """
 
-    RETRY_MAX_SECONDS = 2.0
+    RETRY_MAX_SECONDS = _calls.WATCH_RETRY_MAX_SECONDS
 
-    def __init__(self, stub, key: str | None, prefix: str | None, start_revision: int | None,
-                 resume: bool) -> None:
+    def __init__(self, stub: kv_pb2_grpc.KeyValueStub, key: str | None, prefix: str | None,
+                 start_revision: int | None, resume: bool) -> None:
         self._stub = stub
-        self._key = key
-        self._prefix = prefix
         self._resume = resume
-        self.revision = start_revision
-        self._beyond = 0  # events delivered with a revision above self.revision
-        self._call = None
+        self._cursor = _calls.WatchCursor(key, prefix, start_revision)
+        self._call: Any = None
         self._cancelled = threading.Event()
         self._events = self._run()
+
+    @property
+    def revision(self) -> int | None:
+        """Every matching change up to this revision has been delivered (None until the
+        server has answered)."""
+        return self._cursor.revision
 
     def __iter__(self) -> Watch:
         return self
@@ -389,46 +364,30 @@ class Watch:
     def __enter__(self) -> Watch:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.cancel()
 
     def cancel(self) -> None:
+        """Ends the watch (from any thread): the iteration stops."""
         self._cancelled.set()
         call = self._call
         if call is not None:
             call.cancel()
 
-    def _request(self) -> kv_pb2.WatchRequest:
-        request = (kv_pb2.WatchRequest(key=self._key) if self._key is not None
-                   else kv_pb2.WatchRequest(prefix=self._prefix))
-        if self.revision is not None:
-            request.start_revision = self.revision
-        return request
-
     def _run(self) -> Iterator[WatchEvent]:
         failures = 0
-        delete = kv_pb2.EVENT_TYPE_DELETE
+        cursor = self._cursor
         while not self._cancelled.is_set():
             # Reopened after a break: the server sends again the events above `revision`
-            # that were already delivered (a revision cut short); they are skipped.
-            skip = self._beyond
-            self._call = self._stub.Watch(self._request())
+            # that were already delivered (a revision cut short); the cursor skips them.
+            cursor.reopened()
+            self._call = self._stub.Watch(cursor.request())
             try:
                 if self._cancelled.is_set():
                     self._call.cancel()
                 for response in self._call:
                     failures = 0
-                    for e in response.events:
-                        if skip:
-                            skip -= 1
-                            continue
-                        self._beyond += 1
-                        record = e.record
-                        yield WatchEvent("delete" if e.type == delete else "put",
-                                         record.key, record.value, record.version, e.revision)
-                    if self.revision is None or response.revision > self.revision:
-                        self.revision = response.revision
-                        self._beyond = 0
+                    yield from cursor.events(response)
                 raise Unavailable("the server ended the watch")  # it never does so normally
             except (grpc.RpcError, Unavailable) as exc:
                 if self._cancelled.is_set():
@@ -437,7 +396,7 @@ class Watch:
                 if not (self._resume and isinstance(error, Unavailable)):
                     raise error from None
                 failures += 1
-                self._cancelled.wait(min(self.RETRY_MAX_SECONDS, 0.05 * 2 ** failures))
+                self._cancelled.wait(_calls.watch_retry_delay(failures))
 
 
 # --------------------------------------------------------------------------------------

@@ -416,7 +416,7 @@ class _Servicer:
     def get_status(self, request: kv_pb2.GetStatusRequest) -> kv_pb2.GetStatusResponse:
         endpoints = self._service.status()
         return kv_pb2.GetStatusResponse(
-            endpoints=[_endpoint_pb(e) for e in endpoints], limits=_limits_pb(self._config.limits),
+            endpoints=[_endpoint_pb(e) for e in endpoints], limits=_limits_pb(self._service.limits),
             server=kv_pb2.ServerInfo(version=VERSION, process_id=os.getpid()))
 
     # -- streams -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import kvgrpc  # noqa: F401 - first, so the MySQL C extension loads before ssl (DEVELOPERS.md)
@@ -23,6 +24,7 @@ import pytest
 from kvgrpc.client import KeyValueClient
 from kvgrpc.server import ServerConfig, build_server
 from kvgrpc.store import MySQLEndpoint
+from tests.blocking_aio import BlockingAioClient
 
 REPO = Path(__file__).resolve().parent.parent
 SANDBOX_SCRIPT = REPO / "scripts" / "mysql-sandbox.sh"
@@ -159,31 +161,54 @@ def table_name(request) -> str:
     return f"t{os.getpid()}_{next(_table_numbers)}"
 
 
+CLIENT_KINDS = ("blocking", "asyncio")
+
+
+def open_client(kind: str, target: str, **kwargs: Any) -> Any:
+    """A client of ``target``: the blocking :class:`KeyValueClient`, or (``"asyncio"``)
+    :class:`kvgrpc.aio.KeyValueClient` driven through blocking calls, so that one test
+    body checks both."""
+    if kind == "asyncio":
+        return BlockingAioClient(target, **kwargs)
+    return KeyValueClient(target, **kwargs)
+
+
+@pytest.fixture(params=CLIENT_KINDS)
+def client_kind(request) -> str:
+    """Runs a test with each client library; the servers it starts hand out that kind
+    of client from ``RunningServer.client()``."""
+    return request.param
+
+
 @dataclass
 class RunningServer:
     port: int
     config: ServerConfig
     server: object
+    client_kind: str = "blocking"
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def client(self, **kwargs) -> KeyValueClient:
-        return KeyValueClient(self.target, **kwargs)
+        return open_client(self.client_kind, self.target, **kwargs)
 
 
 @pytest.fixture
-def start_server():
-    """Starts real kvgrpc servers on port 0; stops them at the end of the test."""
+def start_server(request):
+    """Starts real kvgrpc servers on port 0; stops them at the end of the test. A test
+    that takes the ``client_kind`` fixture gets clients of that kind from them."""
     started = []
+    callspec = getattr(request.node, "callspec", None)
+    kind = callspec.params.get("client_kind", "blocking") if callspec else "blocking"
 
     def start(**overrides) -> RunningServer:
         config = ServerConfig(host="127.0.0.1", port=0, **overrides)
         server = build_server(config)
         server.start()
         started.append(server)
-        return RunningServer(server.port, config, server)
+        return RunningServer(server.port, config, server, kind)
 
     yield start
     for server in started:

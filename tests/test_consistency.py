@@ -49,7 +49,7 @@ def replica_status(kv):
     return next(e for e in kv.status() if e.role == "replica")
 
 
-def test_status_reports_lag_roles_and_pools(mysql_server):
+def test_status_reports_lag_roles_and_pools(mysql_server, client_kind):
     with mysql_server.client() as kv:
         # The first measurement can show an old heartbeat (a previous server's); the
         # next ones show this server's.
@@ -61,7 +61,7 @@ def test_status_reports_lag_roles_and_pools(mysql_server):
         assert replica.problem == ""
 
 
-def test_eventual_strong_and_token_reads_with_replication_paused(mysql_server, sandbox):
+def test_eventual_strong_and_token_reads_with_replication_paused(mysql_server, sandbox, client_kind):
     table = mysql_server.config.table
     with mysql_server.client() as kv, mysql_server.client(read_your_writes=True) as session:
         kv.put("seed", b"0")
@@ -125,7 +125,7 @@ def test_lagging_replica_is_taken_out_and_put_back(start_server, sandbox, table_
         wait_until(lambda: replica_status(kv).healthy, what="the replica to be put back")
 
 
-def test_token_from_one_server_honoured_by_another(start_server, sandbox, table_name):
+def test_token_from_one_server_honoured_by_another(start_server, sandbox, table_name, client_kind):
     one = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     two = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     with one.client() as writer, two.client() as reader:

@@ -11,7 +11,7 @@ from kvgrpc.records import Record
 from tests.test_server import settle
 
 
-def test_compare_and_set(any_server, request):
+def test_compare_and_set(any_server, request, client_kind):
     with any_server.client() as kv:
         assert kv.put("cas", b"first", expected_version=0) == 1  # create only
         with pytest.raises(FailedPrecondition) as info:
@@ -45,7 +45,7 @@ def test_compare_and_set_status_carries_the_current_version(sqlite_server):
         assert (CURRENT_VERSION_METADATA_KEY, "1") in tuple(info.value.trailing_metadata())
 
 
-def test_scan_by_prefix_and_range_in_key_order(any_server, request):
+def test_scan_by_prefix_and_range_in_key_order(any_server, request, client_kind):
     keys = ["a", "app", "apple", "apply", "apq", "b", "ñu", "z", "ap\u00ff", "ap\u00ffx"]
     with any_server.client() as kv:
         kv.stream_put((k, k.upper()) for k in keys)
@@ -59,7 +59,7 @@ def test_scan_by_prefix_and_range_in_key_order(any_server, request):
         assert next(kv.scan("apple")) == Record("apple", b"APPLE", 1)
 
 
-def test_scan_pages_by_count_and_bytes(any_server, request):
+def test_scan_pages_by_count_and_bytes(any_server, request, client_kind):
     with any_server.client() as kv:
         kv.stream_put((f"p{i:04d}", b"v" * 100) for i in range(250))
         settle(any_server, request)
@@ -82,7 +82,7 @@ def test_scan_pages_by_count_and_bytes(any_server, request):
         assert len(keys_only) == 250 and all(r.value == b"" and r.version == 1 for r in keys_only)
 
 
-def test_scan_rejects_bad_pages(sqlite_server):
+def test_scan_rejects_bad_pages(sqlite_server, client_kind):
     with sqlite_server.client() as kv:
         with pytest.raises(InvalidArgument, match="page_size 1001 is out of range"):
             next(kv.scan(page_size=1001))

@@ -47,7 +47,7 @@ def pki(tmp_path_factory):
     return d
 
 
-def test_token_required(start_server, tmp_path, caplog):
+def test_token_required(start_server, tmp_path, caplog, client_kind):
     caplog.set_level(logging.DEBUG)
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), auth_tokens=(TOKEN,))
     with server.client() as anonymous:
@@ -70,7 +70,7 @@ def test_token_required(start_server, tmp_path, caplog):
     assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
 
 
-def test_tls_and_a_wrong_ca(start_server, tmp_path, pki):
+def test_tls_and_a_wrong_ca(start_server, tmp_path, pki, client_kind):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"),
                           tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"))
     with server.client(ca_file=str(pki / "ca.pem"), timeout=5) as kv:
@@ -83,7 +83,7 @@ def test_tls_and_a_wrong_ca(start_server, tmp_path, pki):
             plaintext.get("k")
 
 
-def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki):
+def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki, client_kind):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"),
                           tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"),
                           tls_client_ca=str(pki / "ca.pem"), auth_tokens=(TOKEN,))

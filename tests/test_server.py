@@ -29,6 +29,7 @@ from kvgrpc.errors import (
 from kvgrpc.records import Limits, Record
 from kvgrpc.server import KeyValueServer, ServerConfig
 from kvgrpc.store import MySQLEndpoint
+from tests.conftest import open_client
 
 
 def settle(server, request) -> None:
@@ -45,7 +46,7 @@ def read_all(kv, keys) -> dict[str, bytes]:
     return found
 
 
-def test_put_get_delete_round_trip(any_server, request):
+def test_put_get_delete_round_trip(any_server, request, client_kind):
     with any_server.client() as kv:
         assert kv.put("greeting", b"hello") == 1
         assert kv.put("greeting", "hola, ñandú 🦤") == 2
@@ -59,7 +60,7 @@ def test_put_get_delete_round_trip(any_server, request):
             kv.get("greeting")
 
 
-def test_batch_get_reports_found_and_missing(any_server, request):
+def test_batch_get_reports_found_and_missing(any_server, request, client_kind):
     with any_server.client() as kv:
         kv.stream_put([(f"b{i}", f"v{i}") for i in range(150)])
         settle(any_server, request)
@@ -75,7 +76,7 @@ def test_batch_get_reports_found_and_missing(any_server, request):
             kv.batch_get([])
 
 
-def test_stream_put_commits_everything_in_order(any_server, request):
+def test_stream_put_commits_everything_in_order(any_server, request, client_kind):
     records = [(f"s{i % 7000}", f"value {i}") for i in range(10_000)]  # keys repeat: later wins
     with any_server.client(batch_records=250) as kv:
         assert kv.stream_put(records) == 10_000
@@ -84,7 +85,7 @@ def test_stream_put_commits_everything_in_order(any_server, request):
     assert got == {k: v.encode() for k, v in dict(records).items()}
 
 
-def test_stream_put_bad_record_commits_exactly_the_prefix(any_server, request):
+def test_stream_put_bad_record_commits_exactly_the_prefix(any_server, request, client_kind):
     records = [(f"p{i}", b"v") for i in range(5000)]
     records[3210] = ("", b"v")  # empty key
     with any_server.client(batch_records=100) as kv:
@@ -118,7 +119,7 @@ def test_stream_put_committed_count_in_trailing_metadata(sqlite_server):
     channel.close()
 
 
-def test_key_and_value_limits(start_server, tmp_path):
+def test_key_and_value_limits(start_server, tmp_path, client_kind):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_value_bytes=1000))
     with server.client() as kv:
         key = "€" * 1024  # 3072 bytes: the largest key
@@ -135,14 +136,14 @@ def test_key_and_value_limits(start_server, tmp_path):
             kv.stream_put([("a", b""), ("b", b""), ("c", b"x" * 1001)])
 
 
-def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_server, tmp_path):
+def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_server, tmp_path, client_kind):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_receive_message_bytes=2 << 20))
     with server.client() as kv:
         with pytest.raises(ResourceExhausted, match=str(2 << 20)):
             kv.put("huge", b"x" * (3 << 20))
 
 
-def test_database_unreachable_is_unavailable(start_server, table_name):
+def test_database_unreachable_is_unavailable(start_server, table_name, client_kind):
     closed = MySQLEndpoint("127.0.0.1", 1, "kvgrpc", "kvgrpc", password="pw-not-shown")
     server = start_server(master=closed, table=table_name)
     with server.client() as kv:
@@ -153,7 +154,7 @@ def test_database_unreachable_is_unavailable(start_server, table_name):
             assert info.value.message == "the master database at 127.0.0.1:1 is unreachable; retry later"
 
 
-def test_reads_come_from_the_replica(mysql_server, sandbox):
+def test_reads_come_from_the_replica(mysql_server, sandbox, client_kind):
     with mysql_server.client() as kv:
         kv.put("via-master", b"m")
         sandbox.wait_for_replica()
@@ -201,11 +202,11 @@ class _Raising:
         pass
 
 
-def test_every_row_of_the_error_table_crosses_the_wire(tmp_path):
+def test_every_row_of_the_error_table_crosses_the_wire(tmp_path, client_kind):
     server = KeyValueServer(ServerConfig(host="127.0.0.1", port=0), _Raising())
     server.start()
     try:
-        with KeyValueClient(f"127.0.0.1:{server.port}") as kv:
+        with open_client(client_kind, f"127.0.0.1:{server.port}") as kv:
             channel_stub = kv_pb2_grpc.KeyValueStub(kv._channel)
             for cls, code in STATUS_BY_ERROR.items():
                 with pytest.raises(cls) as info:
@@ -310,10 +311,10 @@ def test_health_is_not_serving_while_draining(sqlite_server):
         watch.cancel()
 
 
-def test_client_spreads_calls_over_several_servers(start_server, tmp_path):
+def test_client_spreads_calls_over_several_servers(start_server, tmp_path, client_kind):
     one = start_server(sqlite_path=str(tmp_path / "one.sqlite3"))
     two = start_server(sqlite_path=str(tmp_path / "two.sqlite3"))
-    with KeyValueClient(f"127.0.0.1:{one.port},localhost:{two.port}") as kv:
+    with open_client(client_kind, f"127.0.0.1:{one.port},localhost:{two.port}") as kv:
         kv.wait_until_connected()
         for i in range(40):
             kv.put(f"rr{i}", b"v")
@@ -323,7 +324,7 @@ def test_client_spreads_calls_over_several_servers(start_server, tmp_path):
     assert sum(held) == 40 and min(held) >= 10, held
 
 
-def test_write_through_one_server_read_through_another(start_server, sandbox, table_name):
+def test_write_through_one_server_read_through_another(start_server, sandbox, table_name, client_kind):
     one = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     two = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     with one.client() as writer, two.client() as reader:

@@ -17,7 +17,7 @@ import pytest
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.client import KeyValueClient, WatchEvent
 from kvgrpc.errors import InvalidArgument, OutOfRange
-from tests.conftest import run_cli
+from tests.conftest import open_client, run_cli
 
 EVERY_BYTE = bytes(range(256))
 
@@ -51,7 +51,7 @@ def summary(events: list[WatchEvent]) -> list[tuple]:
     return [(e.type, e.key, e.value, e.version) for e in events]
 
 
-def test_watch_reports_puts_and_deletes_in_commit_order(any_server):
+def test_watch_reports_puts_and_deletes_in_commit_order(any_server, client_kind):
     with any_server.client() as kv:
         kv.put("other", b"before")
         start = kv.last_revision
@@ -81,7 +81,7 @@ def test_watch_reports_puts_and_deletes_in_commit_order(any_server):
     assert summary(only_a) == [("put", "w/a", b"1", 1), ("put", "w/a", b"2", 2)]
 
 
-def test_a_live_watch_sees_new_writes_and_resumes_without_gaps_or_repeats(any_server):
+def test_a_live_watch_sees_new_writes_and_resumes_without_gaps_or_repeats(any_server, client_kind):
     with any_server.client() as kv:
         kv.put("r/0", b"first")
         start = kv.last_revision
@@ -102,7 +102,7 @@ def test_a_live_watch_sees_new_writes_and_resumes_without_gaps_or_repeats(any_se
     assert keys == ["r/1", "r/2", "r/3", *[f"r/batch{i}" for i in range(300)], "r/4"]
 
 
-def test_watch_from_now_starts_after_the_latest_write(any_server):
+def test_watch_from_now_starts_after_the_latest_write(any_server, client_kind):
     with any_server.client() as kv:
         kv.put("n/old", b"before the watch")
         with kv.watch(prefix="n/") as watch:
@@ -115,7 +115,7 @@ def test_watch_from_now_starts_after_the_latest_write(any_server):
             assert summary(collect(watch, 1)) == [("put", "n/new", b"after", 1)]
 
 
-def test_watch_rejects_bad_requests(any_server):
+def test_watch_rejects_bad_requests(any_server, client_kind):
     with grpc.insecure_channel(any_server.target) as channel:
         stub = kv_pb2_grpc.KeyValueStub(channel)
         with pytest.raises(grpc.RpcError) as neither:
@@ -134,7 +134,7 @@ def test_watch_rejects_bad_requests(any_server):
 
 
 @pytest.mark.mysql
-def test_a_watcher_on_one_server_sees_writes_made_through_another(start_server, sandbox, table_name):
+def test_a_watcher_on_one_server_sees_writes_made_through_another(start_server, sandbox, table_name, client_kind):
     one = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     two = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
     with one.client() as watcher_side, two.client() as writer:
@@ -150,14 +150,14 @@ def test_a_watcher_on_one_server_sees_writes_made_through_another(start_server, 
 
 
 @pytest.mark.mysql
-def test_a_watch_moves_to_another_server_mid_transaction_without_loss(start_server, sandbox, table_name):
+def test_a_watch_moves_to_another_server_mid_transaction_without_loss(start_server, sandbox, table_name, client_kind):
     """A 2,000-record batch (one transaction, one revision) is cut short by its server
     stopping; the client resumes on the other server and skips what it already had."""
     servers = [start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
                for _ in range(2)]
     value = b"v" * 2000  # 4 MB in all: more than flow control lets through unread
     keys = [f"big/{i:05d}" for i in range(2000)]
-    with KeyValueClient(",".join(s.target for s in servers)) as kv:
+    with open_client(client_kind, ",".join(s.target for s in servers)) as kv:
         kv.put("big/-start", b"")
         start = kv.last_revision
         kv.stream_put((k, value) for k in keys)
