@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from kvgrpc.metrics import Metrics
 from kvgrpc.deadlines import call_deadline, current as current_deadline
 from kvgrpc.errors import COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY, Internal, InvalidArgument, KvError, status_name
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
-from kvgrpc.service import KeyValueService, ScanPage
+from kvgrpc.service import DEFAULT_LOAD_RETENTION, KeyValueService, ScanPage
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
 from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
 
@@ -68,6 +69,7 @@ class ServerConfig:
     max_streams_per_client: int = 8
     keepalive_time: float = 60.0  # seconds between pings on an idle connection
     keepalive_timeout: float = 20.0  # seconds to wait for the ping's answer
+    load_retention: float = DEFAULT_LOAD_RETENTION  # seconds a load's progress is kept
 
 
 # --------------------------------------------------------------------------------------
@@ -193,11 +195,24 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
         )
 
     def StreamPut(self, request_iterator, context) -> kv_pb2.StreamPutResponse:
-        batches = ([(r.key, r.value) for r in message.records] for message in request_iterator)
         with _status_on_error(context):
-            result = self._service.stream_put(batches)
+            first = next(request_iterator, None)  # names the load, if any
+            messages = () if first is None else itertools.chain([first], request_iterator)
+            batches = ([(r.key, r.value) for r in message.records] for message in messages)
+            result = self._service.stream_put(
+                batches, load_id=first.load_id or None if first is not None else None,
+                start_index=first.start_index if first is not None else 0)
         return kv_pb2.StreamPutResponse(committed_count=result.committed, write_token=result.token,
-                                        revision=result.revision)
+                                        revision=result.revision, skipped_count=result.skipped,
+                                        load_committed_count=result.load_committed)
+
+    def GetLoad(self, request: kv_pb2.GetLoadRequest, context) -> kv_pb2.GetLoadResponse:
+        with _status_on_error(context):
+            progress = self._service.get_load(request.load_id)
+        return kv_pb2.GetLoadResponse(
+            load_id=progress.load_id, committed_count=progress.committed,
+            revision=progress.revision, write_token=progress.token,
+            updated_unix_ms=progress.updated_unix_ms)
 
     def Scan(self, request: kv_pb2.ScanRequest, context) -> kv_pb2.ScanResponse:
         with _status_on_error(context):
@@ -246,7 +261,8 @@ def build_service(config: ServerConfig) -> KeyValueService:
             raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
         store = SQLiteStore(config.sqlite_path, config.table)
         return KeyValueService(store, limits=limits,
-                               router=ReadRouter(store, master_role="embedded"))
+                               router=ReadRouter(store, master_role="embedded"),
+                               load_retention=config.load_retention)
     writer: Store = MySQLStore(
         config.master, config.table, role="master", pool_size=config.pool_size,
         pool_timeout=config.pool_timeout, create_table=True,
@@ -267,7 +283,8 @@ def build_service(config: ServerConfig) -> KeyValueService:
         watch_semi_sync=config.require_semi_sync,
     )
     return KeyValueService(writer, readers, limits=limits, router=router,
-                           require_semi_sync=config.require_semi_sync)
+                           require_semi_sync=config.require_semi_sync,
+                           load_retention=config.load_retention)
 
 
 class KeyValueServer:
@@ -413,6 +430,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds of idleness before the server pings a connection (default 60)")
     p.add_argument("--keepalive-timeout", type=float, default=20.0,
                    help="seconds to wait for a ping's answer before closing (default 20)")
+    p.add_argument("--load-retention", type=float, default=DEFAULT_LOAD_RETENTION / 86400,
+                   metavar="DAYS", help="days the progress of a named load is kept after its "
+                   "last batch (GetLoad; resuming); default 7")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text lines, or one JSON object per line (for log collectors)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
@@ -455,6 +475,7 @@ def config_from_args(
         max_streams_per_client=args.max_streams_per_client,
         keepalive_time=args.keepalive_time,
         keepalive_timeout=args.keepalive_timeout,
+        load_retention=args.load_retention * 86400,
     ), (args.log_level, args.log_format)
 
 

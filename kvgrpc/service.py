@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kvgrpc.errors import FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
+from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
 from kvgrpc.records import (
     MAX_KEY_BYTES,
     EndpointStatus,
     Limits,
+    LoadProgress,
     Record,
     check_key,
     check_value,
@@ -28,7 +29,7 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
-from kvgrpc.store.base import Commit, KeyFilter
+from kvgrpc.store.base import MAX_LOAD_ID_BYTES, Commit, KeyFilter, LoadMark
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class CommitPolicy:
 
     max_records: int = 10000
     max_bytes: int = 16 << 20
+
+
+#: How long the progress of a named load is kept after its last batch (--load-retention).
+DEFAULT_LOAD_RETENTION = 7 * 24 * 3600.0
 
 
 #: Scan pages: the most records per page, and how many are read per query.
@@ -98,11 +103,15 @@ class Written:
 
 @dataclass(frozen=True, slots=True)
 class StreamResult:
-    """The outcome of StreamPut: records committed, and the last batch's token and revision."""
+    """The outcome of StreamPut: records of the stream committed (for a named load,
+    including the ``skipped`` ones an earlier stream committed), the last batch's token
+    and revision, and for a named load its committed count after this stream."""
 
     committed: int
     token: str
     revision: int
+    skipped: int = 0
+    load_committed: int = 0
 
 
 #: Watch: the most events per response, and about the most bytes of keys and values.
@@ -153,7 +162,10 @@ class KeyValueService:
         commit_policy: CommitPolicy = CommitPolicy(),
         router: ReadRouter | None = None,
         require_semi_sync: bool = False,
+        load_retention: float = DEFAULT_LOAD_RETENTION,
     ) -> None:
+        if load_retention <= 0:
+            raise ValueError("the load retention must be positive (seconds)")
         self.writer = writer
         self.readers = list(readers)
         self.limits = limits
@@ -163,14 +175,43 @@ class KeyValueService:
         self.records_written = 0  # committed by Put and StreamPut since start, for metrics
         self._count_lock = threading.Lock()
         self._closing = threading.Event()  # set when the server begins to shut down
+        self.load_retention = load_retention
+        self._open_loads: set[str] = set()  # named loads with a stream open here
+        self._loads_lock = threading.Lock()
+        self._stopped = threading.Event()  # set by close(): ends the expiry thread
+        self._expiry: threading.Thread | None = None
 
     def _count_written(self, n: int) -> None:
         with self._count_lock:
             self.records_written += n
 
     def start(self) -> None:
-        """Starts measuring replicas (the router's monitor thread)."""
+        """Starts measuring replicas (the router's monitor thread), and a thread that
+        deletes the progress of loads older than ``load_retention`` (at start, then every
+        hour, or every quarter of the retention if that is shorter)."""
         self.router.start()
+        self._expiry = threading.Thread(target=self._expire_loop, name="kvgrpc-load-expiry",
+                                        daemon=True)
+        self._expiry.start()
+
+    def _expire_loop(self) -> None:
+        interval = max(1.0, min(3600.0, self.load_retention / 4))
+        while True:
+            try:
+                self.expire_loads()
+            except KvError as exc:  # the master may be down: try again next time
+                _LOGGER.warning("could not expire old load progress: %s", exc)
+            if self._stopped.wait(interval):
+                return
+
+    def expire_loads(self) -> int:
+        """Deletes the progress of loads not written for ``load_retention`` seconds;
+        returns how many."""
+        expired = self._write(lambda store: store.expire_loads(self.load_retention))
+        if expired:
+            _LOGGER.info("expired the progress of %d loads older than %g s", expired,
+                         self.load_retention)
+        return expired
 
     # -- writes --------------------------------------------------------------------
 
@@ -206,7 +247,8 @@ class KeyValueService:
         k = check_key(key, f"key {describe_key(key)}")
         return self._write(lambda store: store.delete(k))
 
-    def stream_put(self, batches: Iterable[Sequence[tuple[str, bytes]]]) -> StreamResult:
+    def stream_put(self, batches: Iterable[Sequence[tuple[str, bytes]]], *,
+                   load_id: str | None = None, start_index: int = 0) -> StreamResult:
         """Commits a stream of records in order, in batches.
 
         Records are validated as they arrive. On a bad record, the valid records before
@@ -214,17 +256,69 @@ class KeyValueService:
         stream; on any failure the raised error's ``committed`` is the number of leading
         records committed (acknowledged), and no record after them is.
 
+        A named load (``load_id``: 1 to 128 bytes of UTF-8) is exactly-once: the stream's
+        first record is record ``start_index`` of the load; records whose index is below
+        the load's recorded committed count C are skipped (``skipped``), the others are
+        written once, each batch in one transaction with the load's new count (see
+        :class:`~kvgrpc.store.base.LoadMark`). ``start_index`` > C raises
+        FailedPrecondition (records would be missing). A second stream of a load already
+        open in this process gets Aborted at once; one through another server gets
+        Aborted at its first batch (the stores' conditional progress update). For a named
+        load, an error's ``committed`` is the load's committed count, not the stream's.
+
+        When the server begins to shut down (:meth:`begin_shutdown`), the stream stops
+        taking records after the message in hand, commits what it holds and raises
+        Unavailable with the committed count. (A read of the next message that blocks
+        is the transport's to interrupt: see :meth:`begin_shutdown`.)
+
         Batches are committed on a second thread, one at a time and in order, while this
         one receives and checks the next batch: the database works while Python parses.
         """
+        if start_index < 0:
+            raise InvalidArgument(f"start_index {start_index} is negative; it must be 0 or more")
+        if load_id is None:
+            if start_index:
+                raise InvalidArgument("start_index is set but load_id is not: only a named "
+                                      "load can start after its first record")
+            return self._stream(batches, None, 0, 0)
+        _check_load_id(load_id)
+        with self._loads_lock:
+            if load_id in self._open_loads:
+                raise Aborted(f"load {load_id!r} is already being written by another stream "
+                              "on this server; wait for it to end, then resume the load")
+            self._open_loads.add(load_id)
+        try:
+            stored = self._write(lambda store: store.load_progress(load_id))
+            done = 0 if stored is None else stored.committed
+            if start_index > done:
+                raise FailedPrecondition(
+                    f"load {load_id!r} has {done} records committed, but this stream starts at "
+                    f"record {start_index}: records {done}..{start_index - 1} would be missing; "
+                    f"resume from record {done}", committed=done)
+            return self._stream(batches, load_id, start_index, done)
+        finally:
+            with self._loads_lock:
+                self._open_loads.discard(load_id)
+
+    def _stream(self, batches: Iterable[Sequence[tuple[str, bytes]]], load_id: str | None,
+                start_index: int, done: int) -> StreamResult:
+        """stream_put's loop: ``done`` records of the load are committed (0: unnamed), of
+        which the stream's first ``done - start_index`` are skipped."""
         policy = self.commit_policy
         max_key, max_value = MAX_KEY_BYTES, self.limits.max_value_bytes
-        committer = _Committer(self._write, self._count_written)
+        committer = _Committer(self._write, self._count_written, load_id, done)
+        to_skip = done - start_index
         pending: list[tuple[bytes, bytes]] = []
         pending_bytes = 0
-        index = 0
+        index = 0  # records of the stream received
+        closing = self._closing
         try:
             for batch in batches:
+                if to_skip:  # committed by an earlier stream of the load
+                    skip = min(to_skip, len(batch))
+                    to_skip -= skip
+                    index += skip
+                    batch = batch[skip:]
                 for key, value in batch:
                     k = key.encode("utf-8")
                     if not k or len(k) > max_key or len(value) > max_value:
@@ -237,17 +331,45 @@ class KeyValueService:
                     if len(pending) >= policy.max_records or pending_bytes >= policy.max_bytes:
                         committer.submit(pending)
                         pending, pending_bytes = [], 0
+                if closing.is_set():
+                    break  # draining: take no more records
             committer.submit(pending)
+            pending = []
             committer.drain()
+            if closing.is_set():
+                raise Unavailable(_drained_message(committer, load_id))
         except InvalidArgument as exc:
-            exc.committed = committer.finish(pending)  # the valid prefix stays committed
+            committer.finish(pending)  # the valid prefix stays committed
+            exc.committed = committer.reported(start_index)
             raise
         except KvError as exc:
-            exc.committed = committer.finish()
+            committer.finish()
+            exc.committed = committer.reported(start_index)
             raise
         finally:
             committer.close()  # waits for a commit still in flight (e.g. the client left)
-        return StreamResult(committer.committed, committer.commit.token, committer.commit.revision)
+        skipped = max(0, min(index, done - start_index))
+        return StreamResult(skipped + committer.committed, committer.commit.token,
+                            committer.commit.revision, skipped,
+                            committer.load_committed if load_id is not None else 0)
+
+    def open_loads(self) -> frozenset[str]:
+        """The named loads with a stream open on this server now."""
+        with self._loads_lock:
+            return frozenset(self._open_loads)
+
+    def get_load(self, load_id: str) -> LoadProgress:
+        """The progress of a named load; NotFound if none is recorded (never started, or
+        expired after ``load_retention`` seconds without a batch)."""
+        _check_load_id(load_id)
+        stored = self._write(lambda store: store.load_progress(load_id))
+        if stored is None:
+            raise NotFound(
+                f"load {load_id!r} is not recorded: it never committed a record, or its "
+                f"progress expired ({self.load_retention / 86400:g} days after its last batch)"
+            )
+        return LoadProgress(load_id, stored.committed, stored.revision, stored.token,
+                            int(stored.updated * 1000))
 
     # -- changes -------------------------------------------------------------------
 
@@ -379,14 +501,46 @@ class KeyValueService:
         return self.router.status()
 
     def begin_shutdown(self) -> None:
-        """Ends the open watches (with Unavailable, so that their clients resume elsewhere)."""
+        """Ends the open watches and StreamPuts with Unavailable, so that their clients
+        resume elsewhere.
+
+        A StreamPut stops taking records after the message in hand, commits what it
+        holds and raises Unavailable with the exact committed count. The service checks
+        between messages; a read that blocks waiting for the client's next message is the
+        transport's to interrupt: after calling this, the transport makes the request
+        iterator of each open StreamPut end (StopIteration) at once instead of waiting;
+        stream_put then still raises Unavailable (a stream cut short this way is never
+        reported as complete).
+        """
         self._closing.set()
 
     def close(self) -> None:
-        """Stops the monitor and closes every store."""
+        """Stops the monitor and the load expiry, and closes every store."""
+        self._stopped.set()
         self.router.stop()
         for store in [self.writer, *self.readers]:
             store.close()
+
+
+def _check_load_id(load_id: str) -> None:
+    try:
+        size = len(load_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument("load_id is not valid UTF-8 text") from None
+    if not 1 <= size <= MAX_LOAD_ID_BYTES:
+        raise InvalidArgument(
+            f"load_id is {size} bytes; a load id must be 1 to {MAX_LOAD_ID_BYTES} bytes of UTF-8"
+        )
+
+
+def _drained_message(committer: _Committer, load_id: str | None) -> str:
+    if load_id is None:
+        n = committer.committed
+        return (f"the server is shutting down; {n} records of this stream committed; "
+                f"resume from record {n} on another server")
+    n = committer.load_committed
+    return (f"the server is shutting down; load {load_id!r} has {n} records committed; "
+            f"resume it from record {n} on another server")
 
 
 def _chunks(events: list[Event], revision: int) -> Iterator[WatchBatch]:
@@ -407,19 +561,27 @@ class _Committer:
 
     ``submit`` hands over a batch after waiting for the previous one, so at most two
     batches are held in memory and a failure stops everything after it. ``committed``
-    counts the records of batches whose commit succeeded.
+    counts the records of batches whose commit succeeded. For a named load, each batch
+    carries the load's progress mark, and ``load_committed`` is the load's count.
     """
 
-    def __init__(self, write: Callable, count: Callable[[int], None]) -> None:
+    def __init__(self, write: Callable, count: Callable[[int], None],
+                 load_id: str | None = None, load_committed: int = 0) -> None:
         self._write = write
         self._count = count
+        self._load_id = load_id
+        self.load_committed = load_committed
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
         self._in_flight: Future | None = None
         self.committed = 0
         self.commit = Commit()  # the last batch's
 
-    def _commit(self, batch: list[tuple[bytes, bytes]]) -> tuple[int, Commit]:
-        return len(batch), self._write(lambda store: store.put_many(batch))
+    def _commit(self, batch: list[tuple[bytes, bytes]], mark: LoadMark | None) -> tuple[int, Commit]:
+        return len(batch), self._write(lambda store: store.put_many(batch, mark))
+
+    def reported(self, start_index: int) -> int:
+        """The committed count an error reports: the load's for a named load, else the stream's."""
+        return self.load_committed if self._load_id is not None else self.committed
 
     def drain(self) -> None:
         """Waits for the batch in flight; raises its error if it failed."""
@@ -427,13 +589,16 @@ class _Committer:
         if future is not None:
             count, commit = future.result()
             self.committed += count
+            self.load_committed += count
             self._count(count)
             self.commit = commit
 
     def submit(self, batch: list[tuple[bytes, bytes]]) -> None:
         self.drain()
         if batch:
-            self._in_flight = self._executor.submit(self._commit, batch)
+            mark = (None if self._load_id is None else
+                    LoadMark(self._load_id, self.load_committed, self.load_committed + len(batch)))
+            self._in_flight = self._executor.submit(self._commit, batch, mark)
 
     def finish(self, last: list[tuple[bytes, bytes]] | None = None) -> int:
         """Ends the stream after a failure: commits ``last`` too if all went well so far.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvgrpc.errors import FailedPrecondition, InvalidArgument
+from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -37,6 +37,39 @@ class Commit:
 
 #: The commit of a write that changed nothing.
 NO_COMMIT = Commit()
+
+#: The table (in the same database or file as the records) where stores keep the progress
+#: of named loads; one row per (records table, load id).
+LOADS_TABLE = "kvgrpc_loads"
+#: A load id is 1 to this many bytes of UTF-8.
+MAX_LOAD_ID_BYTES = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMark:
+    """The progress a ``put_many`` batch of a named load records with it.
+
+    The batch's transaction sets the load's committed count from ``before`` to ``after``
+    (``before`` + the batch's records), but only if the recorded count is still
+    ``before`` (no row: 0); otherwise nothing of the batch is written and Aborted is
+    raised: another stream of the same load got there first.
+    """
+
+    load_id: str
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLoad:
+    """A load's progress as stored: ``committed`` leading records; the ``revision`` and
+    ``token`` of its last committed batch; ``updated`` in Unix seconds."""
+
+    load_id: str
+    committed: int
+    revision: int
+    token: str
+    updated: float
 
 
 @dataclass(slots=True)
@@ -96,7 +129,16 @@ class Store(Protocol):
     - ``put_many`` writes the records in order in one transaction: all or none; when a
       key occurs twice, the later record wins. Calling it again with the same records
       leaves the same content.
+      With ``progress`` (a named load's :class:`LoadMark`), the load's progress row is
+      written in the same transaction, conditionally (see LoadMark): the recorded
+      progress of a load can never disagree with its data.
     - ``delete`` returns ``(existed, commit)``.
+
+    Loads: ``load_progress(load_id)`` returns the :class:`StoredLoad` (None: unknown or
+    expired); its revision and token are those of the last batch whose commit was
+    recorded (the count itself is always exact). ``expire_loads(older_than)`` deletes
+    the progress of loads not updated for ``older_than`` seconds; returns how many.
+    The progress lives in :data:`LOADS_TABLE`, which the change feed never reports.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
     ``changes(after, stopped, keys)`` yields a :class:`ChangeBatch` per revision after
@@ -135,7 +177,12 @@ class Store(Protocol):
 
     def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]: ...
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit: ...
+    def put_many(self, records: Sequence[tuple[bytes, bytes]],
+                 progress: LoadMark | None = None) -> Commit: ...
+
+    def load_progress(self, load_id: str) -> StoredLoad | None: ...
+
+    def expire_loads(self, older_than: float) -> int: ...
 
     def delete(self, key: bytes) -> tuple[bool, Commit]: ...
 
@@ -205,3 +252,12 @@ def scanned(rows) -> list[StoredRecord]:
     """The records of the rows a :func:`scan_query` returned (no value when keys only)."""
     return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
             for row in rows]
+
+
+def load_conflict(mark: LoadMark, found: int) -> Aborted:
+    """The error of a load batch whose expected progress was not the recorded one."""
+    return Aborted(
+        f"load {mark.load_id!r} is at {found} committed records, not {mark.before}: another "
+        "stream of the same load is writing it; nothing of this batch was written",
+        committed=found,
+    )
