@@ -295,18 +295,20 @@ class KeyValueService:
                     f"load {load_id!r} has {done} records committed, but this stream starts at "
                     f"record {start_index}: records {done}..{start_index - 1} would be missing; "
                     f"resume from record {done}", committed=done)
-            return self._stream(batches, load_id, start_index, done)
+            last = Commit() if stored is None else Commit(stored.token, stored.revision)
+            return self._stream(batches, load_id, start_index, done, last)
         finally:
             with self._loads_lock:
                 self._open_loads.discard(load_id)
 
     def _stream(self, batches: Iterable[Sequence[tuple[str, bytes]]], load_id: str | None,
-                start_index: int, done: int) -> StreamResult:
+                start_index: int, done: int, last: Commit = Commit()) -> StreamResult:
         """stream_put's loop: ``done`` records of the load are committed (0: unnamed), of
-        which the stream's first ``done - start_index`` are skipped."""
+        which the stream's first ``done - start_index`` are skipped; ``last`` is the commit
+        of the load's last batch."""
         policy = self.commit_policy
         max_key, max_value = MAX_KEY_BYTES, self.limits.max_value_bytes
-        committer = _Committer(self._write, self._count_written, load_id, done)
+        committer = _Committer(self._write, self._count_written, load_id, done, last)
         to_skip = done - start_index
         pending: list[tuple[bytes, bytes]] = []
         pending_bytes = 0
@@ -336,6 +338,7 @@ class KeyValueService:
             committer.submit(pending)
             pending = []
             committer.drain()
+            self._record_load_commit(committer)
             if closing.is_set():
                 raise Unavailable(_drained_message(committer, load_id))
         except InvalidArgument as exc:
@@ -344,7 +347,8 @@ class KeyValueService:
             raise
         except KvError as exc:
             committer.finish()
-            exc.committed = committer.reported(start_index)
+            if exc.committed is None:  # (a store's load conflict knows the load's newer count)
+                exc.committed = committer.reported(start_index)
             raise
         finally:
             committer.close()  # waits for a commit still in flight (e.g. the client left)
@@ -352,6 +356,17 @@ class KeyValueService:
         return StreamResult(skipped + committer.committed, committer.commit.token,
                             committer.commit.revision, skipped,
                             committer.load_committed if load_id is not None else 0)
+
+    def _record_load_commit(self, committer: _Committer) -> None:
+        """At the end of a load's stream: records its last batch's revision and token
+        (best effort: the count is exact anyway; see Store.record_load_commit)."""
+        if committer.load_id is None or not committer.committed:
+            return
+        try:
+            self._write(lambda store: store.record_load_commit(
+                committer.load_id, committer.load_committed, committer.commit))
+        except KvError as exc:
+            _LOGGER.warning("load %r: could not record its last revision: %s", committer.load_id, exc)
 
     def open_loads(self) -> frozenset[str]:
         """The named loads with a stream open on this server now."""
@@ -566,22 +581,23 @@ class _Committer:
     """
 
     def __init__(self, write: Callable, count: Callable[[int], None],
-                 load_id: str | None = None, load_committed: int = 0) -> None:
+                 load_id: str | None = None, load_committed: int = 0,
+                 last: Commit = Commit()) -> None:
         self._write = write
         self._count = count
-        self._load_id = load_id
+        self.load_id = load_id
         self.load_committed = load_committed
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kvgrpc-commit")
         self._in_flight: Future | None = None
         self.committed = 0
-        self.commit = Commit()  # the last batch's
+        self.commit = last  # the last batch's (of the load, for a named load)
 
     def _commit(self, batch: list[tuple[bytes, bytes]], mark: LoadMark | None) -> tuple[int, Commit]:
         return len(batch), self._write(lambda store: store.put_many(batch, mark))
 
     def reported(self, start_index: int) -> int:
         """The committed count an error reports: the load's for a named load, else the stream's."""
-        return self.load_committed if self._load_id is not None else self.committed
+        return self.load_committed if self.load_id is not None else self.committed
 
     def drain(self) -> None:
         """Waits for the batch in flight; raises its error if it failed."""
@@ -596,8 +612,9 @@ class _Committer:
     def submit(self, batch: list[tuple[bytes, bytes]]) -> None:
         self.drain()
         if batch:
-            mark = (None if self._load_id is None else
-                    LoadMark(self._load_id, self.load_committed, self.load_committed + len(batch)))
+            mark = (None if self.load_id is None else
+                    LoadMark(self.load_id, self.load_committed, self.load_committed + len(batch),
+                             self.commit))
             self._in_flight = self._executor.submit(self._commit, batch, mark)
 
     def finish(self, last: list[tuple[bytes, bytes]] | None = None) -> int:

@@ -83,7 +83,10 @@ def test_a_resumed_load_skips_exactly_the_committed_records(any_server):
         assert progress.revision > 0 and progress.updated_unix_ms > time.time() * 1000 - 60_000
         # Resumed from before the committed count: records 7000..11999 are skipped.
         assert kv.stream_put(records[7_000:], load_id="load-1", start_index=7_000) == 18_000
-        assert kv.get_load("load-1").committed == 25_000
+        progress = kv.get_load("load-1")
+        assert progress.committed == 25_000
+        # The last batch's revision and token, as the stream's reply gave them.
+        assert (progress.revision, progress.token) == (kv.last_revision, kv.last_write_token)
         # Again, wholly committed: nothing is written.
         assert kv.stream_put(records, load_id="load-1") == 25_000
         content = stored(kv)
@@ -162,7 +165,6 @@ def test_a_batch_whose_progress_moved_on_is_not_written(any_server):
         store.put_many([(b"c2", b"b")], LoadMark("cond", 1, 2))
         assert store.get(b"c1").value == b"a" and store.get(b"c1").version == 1
         assert store.load_progress("cond").committed == 2
-        # Changes to the progress table are not records: the change feed never shows them.
         assert store.expire_loads(3600) == 0
         time.sleep(0.01)
         assert store.expire_loads(0) == 1

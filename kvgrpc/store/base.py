@@ -52,12 +52,16 @@ class LoadMark:
     The batch's transaction sets the load's committed count from ``before`` to ``after``
     (``before`` + the batch's records), but only if the recorded count is still
     ``before`` (no row: 0); otherwise nothing of the batch is written and Aborted is
-    raised: another stream of the same load got there first.
+    raised: another stream of the same load got there first. ``last`` is the commit of
+    the load's previous batch: a store that cannot know its own transaction's revision
+    and token before committing (a GTID is assigned at commit) records ``last`` instead,
+    until ``record_load_commit`` catches up.
     """
 
     load_id: str
     before: int
     after: int
+    last: Commit = NO_COMMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +139,10 @@ class Store(Protocol):
     - ``delete`` returns ``(existed, commit)``.
 
     Loads: ``load_progress(load_id)`` returns the :class:`StoredLoad` (None: unknown or
-    expired); its revision and token are those of the last batch whose commit was
-    recorded (the count itself is always exact). ``expire_loads(older_than)`` deletes
+    expired); its count is always exact; its revision and token are those of its last
+    batch, or of the one before when the store could not know them in the batch's
+    transaction and ``record_load_commit(load_id, committed, commit)`` (called at the end
+    of a stream) has not recorded them since (it does nothing once the count moved on). ``expire_loads(older_than)`` deletes
     the progress of loads not updated for ``older_than`` seconds; returns how many.
     The progress lives in :data:`LOADS_TABLE`, which the change feed never reports.
 
@@ -181,6 +187,8 @@ class Store(Protocol):
                  progress: LoadMark | None = None) -> Commit: ...
 
     def load_progress(self, load_id: str) -> StoredLoad | None: ...
+
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None: ...
 
     def expire_loads(self, older_than: float) -> int: ...
 

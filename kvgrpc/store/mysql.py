@@ -221,9 +221,10 @@ class MySQLStore:
         self._sql_load_lock = (f"SELECT committed FROM `{LOADS_TABLE}` "
                                "WHERE tbl = %s AND load_id = %s FOR UPDATE")
         self._sql_load_set = (
-            f"INSERT INTO `{LOADS_TABLE}` (tbl, load_id, committed, updated) "
-            "VALUES (%s, %s, %s, NOW(3)) ON DUPLICATE KEY UPDATE "
-            "committed = VALUES(committed), updated = VALUES(updated)"
+            f"INSERT INTO `{LOADS_TABLE}` (tbl, load_id, committed, revision, token, updated) "
+            "VALUES (%s, %s, %s, %s, %s, NOW(3)) ON DUPLICATE KEY UPDATE "
+            "committed = VALUES(committed), revision = VALUES(revision), token = VALUES(token), "
+            "updated = VALUES(updated)"
         )
         self._sql_load_commit = (f"UPDATE `{LOADS_TABLE}` SET revision = %s, token = %s "
                                  "WHERE tbl = %s AND load_id = %s AND committed = %s")
@@ -425,7 +426,7 @@ class MySQLStore:
                 with contextlib.suppress(Exception):
                     cnx.rollback()
                 raise
-            return self._load_committed(cur, progress, self._written(cur))
+            return self._written(cur)
 
     def _lock_load(self, cur, progress: LoadMark | None) -> None:
         """In a batch's transaction: locks the load's progress row and checks that it is
@@ -439,18 +440,19 @@ class MySQLStore:
             raise load_conflict(progress, found)
 
     def _record_load(self, cur, progress: LoadMark | None) -> None:
-        """In a batch's transaction, after its rows: the load's new committed count."""
+        """In a batch's transaction, after its rows: the load's new committed count, with
+        the previous batch's revision and token (this one's GTID exists only after COMMIT;
+        a second commit per batch to record it would cost a sync and a semi-sync wait)."""
         if progress is not None:
             cur.execute(self._sql_load_set,
-                        (self.table, progress.load_id.encode("utf-8"), progress.after))
+                        (self.table, progress.load_id.encode("utf-8"), progress.after,
+                         progress.last.revision, progress.last.token))
 
-    def _load_committed(self, cur, progress: LoadMark | None, commit: Commit) -> Commit:
-        """After a load batch's commit: records its revision and token on the progress row
-        (a GTID is only known once committed; the count itself was in the transaction)."""
-        if progress is not None:
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None:
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
             cur.execute(self._sql_load_commit, (commit.revision, commit.token, self.table,
-                                                progress.load_id.encode("utf-8"), progress.after))
-        return commit
+                                                load_id.encode("utf-8"), committed))
 
     def load_progress(self, load_id: str) -> StoredLoad | None:
         with self._connection() as cnx:
@@ -502,7 +504,7 @@ class MySQLStore:
                     with contextlib.suppress(Exception):
                         cnx.rollback()
                     raise
-                return self._load_committed(cur, progress, self._written(cur)) if loaded else None
+                return self._written(cur) if loaded else None
         except Internal as exc:
             if isinstance(exc.__cause__, Exception) and getattr(exc.__cause__, "errno", None) in _LOCAL_INFILE_REFUSED:
                 _LOGGER.warning("%s refuses LOAD DATA LOCAL INFILE; using multi-row INSERTs only",

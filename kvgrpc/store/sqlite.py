@@ -198,6 +198,9 @@ class SQLiteStore:
         committed, revision, token, updated = row
         return StoredLoad(load_id, int(committed), int(revision), str(token), float(updated))
 
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None:
+        pass  # put_many records each batch's own revision (known before COMMIT here)
+
     def expire_loads(self, older_than: float) -> int:
         with self._connection() as cnx:
             return cnx.execute(self._sql_load_expire, (self.table, time.time() - older_than)).rowcount
