@@ -530,9 +530,10 @@ def environment(ctx: Context) -> dict:
 def start_and_run(args, size: Size, workdir: Path) -> dict:
     """Data, sandbox, server; the benchmarks; everything stopped again whatever happens."""
     ingest_csv, memory_csv = workdir / "ingest.csv", workdir / "memory.csv"
-    print(f"writing {size.records:,} + {size.memory_records:,} records of CSV", file=sys.stderr)
+    memory_records = size.memory_records if args.only == "all" else 0
+    print(f"writing {size.records:,} + {memory_records:,} records of CSV", file=sys.stderr)
     harness.write_csv(ingest_csv, size.records, seed=1)
-    if args.only == "all":
+    if memory_records:
         harness.write_csv(memory_csv, size.memory_records, seed=2)
     port = harness.free_ports(3)  # master, replica, kvgrpc server
     sandbox = harness.Sandbox(workdir / "sandbox", port)
