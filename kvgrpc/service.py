@@ -343,12 +343,12 @@ class KeyValueService:
                 raise Unavailable(_drained_message(committer, load_id))
         except InvalidArgument as exc:
             committer.finish(pending)  # the valid prefix stays committed
-            exc.committed = committer.reported(start_index)
+            exc.committed = committer.reported()
             raise
         except KvError as exc:
             committer.finish()
             if exc.committed is None:  # (a store's load conflict knows the load's newer count)
-                exc.committed = committer.reported(start_index)
+                exc.committed = committer.reported()
             raise
         finally:
             committer.close()  # waits for a commit still in flight (e.g. the client left)
@@ -595,7 +595,7 @@ class _Committer:
     def _commit(self, batch: list[tuple[bytes, bytes]], mark: LoadMark | None) -> tuple[int, Commit]:
         return len(batch), self._write(lambda store: store.put_many(batch, mark))
 
-    def reported(self, start_index: int) -> int:
+    def reported(self) -> int:
         """The committed count an error reports: the load's for a named load, else the stream's."""
         return self.load_committed if self.load_id is not None else self.committed
 
