@@ -131,6 +131,33 @@ def test_a_second_stream_of_an_open_load_is_aborted(any_server):
         assert kv.get_load("busy").committed == 600
 
 
+def test_two_servers_never_write_the_same_records_of_a_load(sandbox, start_server, table_name):
+    """Across servers the progress update is conditional: a stream whose load moved on
+    under it (another stream, through another server) is Aborted, nothing written twice."""
+    one = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+    two = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+    records = source(30_000)
+    release = threading.Event()
+    failure: list = []
+
+    def held_open():
+        yield from records[:11_000]  # 10,000 committed, then a pause (sending stops
+        release.wait(30)              # before the message that holds the 11,000th record)
+        yield from records[11_000:]
+
+    with one.client(batch_records=1000) as kv, two.client() as other:
+        first = threading.Thread(target=lambda: _load(kv, held_open(), "shared", failure))
+        first.start()
+        wait_until(lambda: _committed(other, "shared") == 10_000, what="the first batch")
+        assert other.stream_put(records, load_id="shared") == 30_000  # skips 10,000
+        release.set()
+        first.join(30)
+        (error,) = failure
+        assert isinstance(error, Aborted) and "another stream of the same load" in str(error)
+        assert error.committed == 30_000  # the load's count, as the store found it
+        assert stored(other) == {k: (v, 1) for k, v in records}
+
+
 def test_load_ids_and_start_indexes_are_checked(any_server):
     with any_server.client() as kv:
         with pytest.raises(InvalidArgument, match="1 to 128 bytes"):
