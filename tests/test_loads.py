@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -315,6 +316,33 @@ def _server_process(box, table: str):
             threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, f"127.0.0.1:{m.group(1)}"
     raise AssertionError("the server did not start")
+
+
+def test_sigterm_of_a_server_process_drains_its_load(sandbox, table_name):
+    """`python -m kvgrpc.server` on SIGTERM: the open load ends at once with UNAVAILABLE and
+    the exact count (not after the whole grace period, not with CANCELLED)."""
+    proc, target = _server_process(sandbox, table_name)
+    endless = ((f"s{i:08d}", b"v") for i in range(10_000_000))
+    failure: list = []
+    try:
+        with KeyValueClient(target) as kv:
+            loader = threading.Thread(target=lambda: _load(kv, endless, "sigterm", failure))
+            loader.start()
+            wait_until(lambda: _committed(kv, "sigterm") >= 20_000, what="part of the load")
+            proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            loader.join(30)
+            ended = time.monotonic() - sent
+        assert proc.wait(30) == 0
+        (error,) = failure
+        assert isinstance(error, Unavailable) and "shutting down" in str(error), error
+        found = sandbox.query(f"SELECT COUNT(*) FROM `{table_name}`")[0][0]
+        print(f"\nSIGTERM: the load ended {ended:.2f} s later, {error.committed} committed "
+              f"({found} rows)")
+        assert error.committed == found and ended < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _check_exactly_once(box, table: str, records, watcher: Watcher, kv: KeyValueClient) -> None:
