@@ -48,6 +48,7 @@ from kvgrpc.auth import channel_credentials, with_token
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
+    Aborted,
     InvalidArgument,
     KvError,
     NotFound,
@@ -345,15 +346,17 @@ class KeyValueClient:
         load's records from index ``start_index`` on, and the server skips those an
         earlier stream of the load committed (ask :meth:`get_load`). On failure the raised
         error's ``committed`` says how many leading records of ``records`` are committed
-        (for a load: the load's committed count minus ``start_index``).
+        (for a load: the load's committed count minus ``start_index``; when the server
+        vanished without saying, the client asks :meth:`get_load`; None if that fails too).
 
         When ``records`` can be iterated again (a list, or any object whose ``__iter__``
         returns a fresh iterator; not an iterator or generator), a stream that fails with
         UNAVAILABLE (a server stopping or restarting, a lost connection) is retried up to
         ``stream_retries`` times with growing pauses: the client asks :meth:`get_load`,
-        skips exactly the committed records of a fresh iteration and sends the rest. For
-        this, a stream without ``load_id`` over such a source is named by the client
-        (``auto-`` and a random UUID).
+        skips exactly the committed records of a fresh iteration and sends the rest (a
+        resumed attempt that meets ABORTED, the late commit of a vanished server's last
+        batch, is retried the same way). For this, a stream without ``load_id`` over such
+        a source is named by the client (``auto-`` and a random UUID).
         """
         if start_index < 0:
             raise ValueError("start_index must be 0 or more")
@@ -370,13 +373,17 @@ class KeyValueClient:
                         on_sent, load_id, start_index + offset))
                 except grpc.RpcError as exc:
                     raise _error_from(exc) from None
-            except Unavailable as exc:
+            except (Unavailable, Aborted) as exc:
                 if load_id is not None and exc.committed is not None:
                     exc.committed = max(0, exc.committed - start_index - offset) + offset
-                if not retry or failures >= self.stream_retries:
+                # Aborted only when resuming: the last batch of a server that vanished may
+                # still commit after GetLoad answered (the error then says the new count).
+                resuming = isinstance(exc, Unavailable) or failures > 0
+                if not (retry and resuming) or failures >= self.stream_retries:
+                    self._fill_committed(exc, load_id, start_index)
                     raise
                 failures += 1
-                if exc.committed is not None:  # a draining server said how far it got
+                if exc.committed is not None:  # the server said how far the load got
                     offset = max(offset, exc.committed)
                 time.sleep(min(self.STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (failures - 1)))
                 try:
@@ -389,9 +396,22 @@ class KeyValueClient:
             except KvError as exc:
                 if load_id is not None and exc.committed is not None:
                     exc.committed = max(0, exc.committed - start_index - offset) + offset
+                self._fill_committed(exc, load_id, start_index)
                 raise
             self._wrote(reply)
             return offset + reply.committed_count
+
+    def _fill_committed(self, exc: KvError, load_id: str | None, start_index: int) -> None:
+        """A load's stream that failed without a count (the server vanished): asks
+        GetLoad (another server may answer), so ``exc.committed`` is exact when it can be."""
+        if load_id is None or exc.committed is not None:
+            return
+        try:
+            exc.committed = max(0, self.get_load(load_id).committed - start_index)
+        except NotFound:
+            exc.committed = 0
+        except KvError:
+            pass  # unknown: the caller asks get_load later
 
     def _messages(
         self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None,

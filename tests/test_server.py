@@ -232,8 +232,9 @@ def test_health_reports_serving(sqlite_server):
     channel.close()
 
 
-def test_server_process_stops_gracefully_letting_a_stream_finish(tmp_path, sandbox):
-    """The real command: logs its store and driver, and SIGTERM lets an open stream finish."""
+def test_server_process_stops_gracefully_draining_a_stream(tmp_path, sandbox):
+    """The real command: logs its store and driver, and on SIGTERM an open stream stops
+    taking records, commits what it holds and ends with UNAVAILABLE and the exact count."""
     env = dict(os.environ, KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
                KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
     proc = subprocess.Popen(
@@ -267,8 +268,11 @@ def test_server_process_stops_gracefully_letting_a_stream_finish(tmp_path, sandb
 
         threading.Thread(target=terminate).start()
         with KeyValueClient(f"127.0.0.1:{port}", batch_records=10) as kv:
-            assert kv.stream_put(records()) == 20_000
+            with pytest.raises(Unavailable, match="shutting down") as caught:
+                kv.stream_put(records())
         assert proc.wait(30) == 0
+        stored = sandbox.query(f"SELECT COUNT(*) FROM `graceful{os.getpid()}`")[0][0]
+        assert 0 < caught.value.committed == stored < 20_000
         rest = proc.stderr.read()
         assert "stopping: letting in-flight calls finish" in rest
     finally:
@@ -288,7 +292,7 @@ def test_reflection_describes_the_service(sqlite_server):
         assert {"kvgrpc.v1.KeyValue", "grpc.health.v1.Health"} <= set(database.get_services())
         service = DescriptorPool(database).FindServiceByName("kvgrpc.v1.KeyValue")
         assert {m.name for m in service.methods} == {
-            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "Watch", "GetStatus"}
+            "Put", "Get", "Delete", "BatchGet", "StreamPut", "Scan", "Watch", "GetStatus", "GetLoad"}
 
 
 def test_health_is_not_serving_while_draining(sqlite_server):

@@ -266,6 +266,7 @@ def load_conflict(mark: LoadMark, found: int) -> Aborted:
     """The error of a load batch whose expected progress was not the recorded one."""
     return Aborted(
         f"load {mark.load_id!r} is at {found} committed records, not {mark.before}: another "
-        "stream of the same load is writing it; nothing of this batch was written",
+        "stream of the same load (or the last batch of a server that stopped) committed "
+        f"records meanwhile; nothing of this batch was written; resume from record {found}",
         committed=found,
     )
