@@ -271,7 +271,7 @@ def test_the_client_retries_a_reiterable_source_across_a_server_restart(
     first = (start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), table=table_name)
              if sandbox is None else
              start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name))
-    records = source(150_000)
+    records = source(60_000)
     sent: list[int] = []
     result: list = []
     client = first.client()
