@@ -332,13 +332,15 @@ class ClientRun:
     summary: str  # its last stdout line: "N records committed in S s (R records/s)"
 
 
-def run_client(target: str, args: list[str], workdir: Path, on_start=None) -> ClientRun:
-    """Runs the kvgrpc CLI with ``args``; ``on_start(pid)`` returns a context manager held
-    while the process runs (e.g. an RSS sampler). Raises if it exits non-zero."""
+def run_client(target: str, args: list[str], workdir: Path, on_start=None,
+               command: list[str] | None = None) -> ClientRun:
+    """Runs the kvgrpc CLI with ``args`` (or ``command``, another client program);
+    ``on_start(pid)`` returns a context manager held while the process runs (e.g. an RSS
+    sampler). Raises if it exits non-zero."""
     out, err = workdir / "client.out", workdir / "client.err"
     started = time.perf_counter()
     with open(out, "wb") as fout, open(err, "wb") as ferr:
-        proc = subprocess.Popen([sys.executable, "-m", "kvgrpc.client", "--target", target, *args],
+        proc = subprocess.Popen(command or [sys.executable, "-m", "kvgrpc.client", "--target", target, *args],
                                 stdout=fout, stderr=ferr, start_new_session=True)
     try:
         with on_start(proc.pid) if on_start else contextlib.nullcontext():

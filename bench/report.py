@@ -19,6 +19,8 @@ UNITS = {"ingest": "records", "health": "calls", "Get": "calls", "Put": "calls",
 # (name, numerator, denominator, target): a ratio of rates measured in the same repeat.
 RATIO_TARGETS = [
     ("ingest: kvgrpc stream / LOAD DATA", "ingest kvgrpc stream", "ingest LOAD DATA", 0.75),
+    ("ingest, a named load: / LOAD DATA", "ingest kvgrpc stream, named load", "ingest LOAD DATA",
+     0.75),
     ("ingest, a watcher of all keys on: / LOAD DATA", "ingest kvgrpc stream + watcher",
      "ingest LOAD DATA", 0.75),
     ("ingest, an idle watcher on: / LOAD DATA", "ingest kvgrpc stream + idle watcher",

@@ -15,7 +15,9 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    @@gtid_binlog_pos): `LOAD DATA LOCAL INFILE` over one mysql-connector connection (opened
    before the clock starts) vs `python -m kvgrpc.client stream FILE` as a subprocess (clock
    from just before the spawn, so its interpreter start-up counts). Ratio = kvgrpc records/s
-   / LOAD DATA records/s of the same repeat; target >= 0.75.
+   / LOAD DATA records/s of the same repeat; target >= 0.75. The same again as a named
+   load (bench/named_load.py: the client library's stream_put with a load_id, its
+   progress recorded in every batch's transaction), against the same target.
 2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1 thread and from 8 threads
    that share ONE channel (one KeyValueClient; the health stub has its own shared channel):
    the floor, grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put
@@ -129,6 +131,7 @@ class Context:
     ingest_csv: Path
     memory_csv: Path
     results: dict[str, list[Run]] = field(default_factory=dict)
+    only: str = "all"  # "ingest": the ingest benchmarks of 1. alone
 
     def record(self, name: str, run: Run) -> None:
         self.results.setdefault(name, []).append(run)
@@ -176,6 +179,23 @@ def ingest_stream(ctx: Context) -> Run:
     meter.start()
     started = time.perf_counter()
     client = harness.run_client(ctx.server.target, ["stream", str(ctx.ingest_csv)], ctx.workdir)
+    ctx.sandbox.wait_replica()
+    seconds = time.perf_counter() - started
+    cpu = {**meter.stop(), "client": client.cpu}
+    check_rows(ctx, KV_TABLE, ctx.size.records)
+    return Run(ctx.size.records, seconds, cpu,
+               extra={"client_summary": client.summary, "client_seconds": client.seconds})
+
+
+def ingest_stream_named(ctx: Context) -> Run:
+    """`ingest_stream` as one named load (bench/named_load.py, a subprocess like the CLI)."""
+    ctx.sandbox.empty_table(KV_TABLE)
+    meter = ctx.meter(in_process_client=False)
+    meter.start()
+    started = time.perf_counter()
+    command = [sys.executable, str(Path(__file__).resolve().parent / "named_load.py"),
+               ctx.server.target, str(ctx.ingest_csv)]
+    client = harness.run_client(ctx.server.target, [], ctx.workdir, command=command)
     ctx.sandbox.wait_replica()
     seconds = time.perf_counter() - started
     cpu = {**meter.stop(), "client": client.cpu}
@@ -472,13 +492,16 @@ def run_benchmarks(ctx: Context) -> None:
             print(f"repeat {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
             ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
             ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
+            ctx.record("ingest kvgrpc stream, named load", ingest_stream_named(ctx))
+            if ctx.only == "ingest":
+                continue
             ctx.record("ingest kvgrpc stream + watcher", ingest_stream_watched(ctx, kv))
             ctx.record("ingest kvgrpc stream + idle watcher",
                        ingest_stream_watched(ctx, kv, prefix="no-such-prefix/"))
             ctx.record("watch latency", watch_latency(ctx, kv, i))
             unary_suite(ctx, kv, health, i)
             select_suite(ctx)
-        for i in range(ctx.repeat):
+        for i in range(ctx.repeat if ctx.only == "all" else 0):
             print(f"memory run {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
             ctx.record("memory stream", memory_stream(ctx))
 
@@ -507,9 +530,11 @@ def environment(ctx: Context) -> dict:
 def start_and_run(args, size: Size, workdir: Path) -> dict:
     """Data, sandbox, server; the benchmarks; everything stopped again whatever happens."""
     ingest_csv, memory_csv = workdir / "ingest.csv", workdir / "memory.csv"
-    print(f"writing {size.records:,} + {size.memory_records:,} records of CSV", file=sys.stderr)
+    memory_records = size.memory_records if args.only == "all" else 0
+    print(f"writing {size.records:,} + {memory_records:,} records of CSV", file=sys.stderr)
     harness.write_csv(ingest_csv, size.records, seed=1)
-    harness.write_csv(memory_csv, size.memory_records, seed=2)
+    if memory_records:
+        harness.write_csv(memory_csv, size.memory_records, seed=2)
     port = harness.free_ports(3)  # master, replica, kvgrpc server
     sandbox = harness.Sandbox(workdir / "sandbox", port)
     server: harness.KvServer | None = None
@@ -519,7 +544,8 @@ def start_and_run(args, size: Size, workdir: Path) -> dict:
         server = harness.KvServer(port + 2, sandbox.url("master"), sandbox.url("replica"),
                                   KV_TABLE, workdir / "server.log")
         server.start()
-        ctx = Context(args.size, size, args.repeat, workdir, sandbox, server, ingest_csv, memory_csv)
+        ctx = Context(args.size, size, args.repeat, workdir, sandbox, server, ingest_csv, memory_csv,
+                      only=args.only)
         started = time.perf_counter()
         run_benchmarks(ctx)
         env = environment(ctx) | {"benchmark_seconds": round(time.perf_counter() - started, 1)}
@@ -540,6 +566,8 @@ def main() -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--repeat", type=int, default=None,
                    help="repeats of each benchmark (default: 3 full, 1 small)")
+    p.add_argument("--only", choices=["all", "ingest"], default="all",
+                   help="ingest: run only the ingest benchmarks of 1. (LOAD DATA, stream, named load)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args()
     size = SIZES[args.size]

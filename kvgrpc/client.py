@@ -30,12 +30,14 @@ import argparse
 import cmd
 import contextlib
 import csv
+import itertools
 import os
 import shlex
 import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +48,12 @@ import grpc
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
 from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value, WatchEvent
 from kvgrpc.auth import channel_credentials, with_token
-from kvgrpc.errors import InvalidArgument, KvError, Unavailable
-from kvgrpc.records import EndpointStatus, Limits, Record, check_key
+from kvgrpc.errors import Aborted, InvalidArgument, KvError, NotFound, Unavailable
+from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record, check_key
 from kvgrpc.tokens import latest
 
-__all__ = ["KeyValueClient", "Record", "EndpointStatus", "Limits", "RetryPolicy", "Watch",
-           "WatchEvent", "DEFAULT_TARGET"]
+__all__ = ["KeyValueClient", "Record", "EndpointStatus", "Limits", "LoadProgress", "RetryPolicy",
+           "Watch", "WatchEvent", "DEFAULT_TARGET"]
 
 DEFAULT_TARGET = "localhost:1313"
 
@@ -117,8 +119,14 @@ class KeyValueClient:
     succeeded); the caller decides, knowing the error. ``stream_put`` reports what was
     committed, and a :class:`Watch` resumes by itself from the revision it has.
 
+    ``stream_retries``: how many times :meth:`stream_put` retries a re-iterable source
+    after UNAVAILABLE, resuming from the exact point (0: never).
+
     The asyncio twin with the same surface is :class:`kvgrpc.aio.KeyValueClient`.
     """
+
+    #: The longest pause between two attempts of a retried stream_put.
+    STREAM_RETRY_MAX_SECONDS = 5.0
 
     def __init__(
         self,
@@ -134,8 +142,10 @@ class KeyValueClient:
         cert_file: str | None = None,
         key_file: str | None = None,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        stream_retries: int = 6,
     ) -> None:
         self.target = target
+        self.stream_retries = stream_retries
         self.read_your_writes = read_your_writes
         self._token = ""
         self._revision = 0
@@ -289,45 +299,108 @@ class KeyValueClient:
         server too old to report them yields the defaults of :class:`~kvgrpc.records.Limits`."""
         return _calls.limits_from(self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
 
+    def get_load(self, load_id: str) -> LoadProgress:
+        """The progress of a named load (a :meth:`stream_put` with ``load_id``): how many of
+        its leading records are committed. Raises NotFound when the server has no record
+        of it (never committed a record, or expired)."""
+        reply = self._call(self._stub.GetLoad, kv_pb2.GetLoadRequest(load_id=load_id))
+        return LoadProgress(reply.load_id, reply.committed_count, reply.revision,
+                            reply.write_token, reply.updated_unix_ms)
+
     def stream_put(
         self,
         records: Iterable[tuple[str, Value]],
         *,
+        load_id: str | None = None,
+        start_index: int = 0,
         on_sent: Callable[[int], None] | None = None,
     ) -> int:
-        """Streams records over one call, in order; returns how many were committed.
+        """Streams records over one call, in order; returns how many of ``records`` are
+        committed (all of them when it returns).
 
         Records are sent in messages of up to ``batch_records`` records / ``batch_bytes``
         bytes, read lazily from ``records`` (memory stays flat). ``on_sent(n)`` is called
-        after each message with the number of records it carried. On failure the raised
-        error's ``committed`` says how many leading records were committed.
+        after each message with the number of records it carried (records sent again
+        by a retry are reported again).
+
+        With ``load_id`` the stream is a named load, exactly-once: ``records`` are the
+        load's records from index ``start_index`` on, and the server skips those an
+        earlier stream of the load committed (ask :meth:`get_load`). On failure the raised
+        error's ``committed`` says how many leading records of ``records`` are committed
+        (for a load: the load's committed count minus ``start_index``; when the server
+        vanished without saying, the client asks :meth:`get_load`; None if that fails too).
+
+        When ``records`` can be iterated again (a list, or any object whose ``__iter__``
+        returns a fresh iterator; not an iterator or generator), a stream that fails with
+        UNAVAILABLE (a server stopping or restarting, a lost connection) is retried up to
+        ``stream_retries`` times with growing pauses: the client asks :meth:`get_load`,
+        skips exactly the committed records of a fresh iteration and sends the rest (a
+        resumed attempt that meets ABORTED, the late commit of a vanished server's last
+        batch, is retried the same way). For this, a stream without ``load_id`` over such
+        a source is named by the client (``auto-`` and a random UUID).
         """
+        if start_index < 0:
+            raise ValueError("start_index must be 0 or more")
+        retry = self.stream_retries > 0 and iter(records) is not records
+        if load_id is None and retry:
+            load_id = f"auto-{uuid.uuid4()}"
+        offset = 0  # leading records of `records` known committed, not sent again
+        failures = 0
+        while True:
+            try:
+                try:
+                    reply = self._stub.StreamPut(self._messages(
+                        itertools.islice(records, offset, None) if offset else records,
+                        on_sent, load_id, start_index + offset))
+                except grpc.RpcError as exc:
+                    raise _error_from(exc) from None
+            except (Unavailable, Aborted) as exc:
+                if load_id is not None and exc.committed is not None:
+                    exc.committed = max(0, exc.committed - start_index - offset) + offset
+                # Aborted only when resuming: the last batch of a server that vanished may
+                # still commit after GetLoad answered (the error then says the new count).
+                resuming = isinstance(exc, Unavailable) or failures > 0
+                if not (retry and resuming) or failures >= self.stream_retries:
+                    self._fill_committed(exc, load_id, start_index)
+                    raise
+                failures += 1
+                if exc.committed is not None:  # the server said how far the load got
+                    offset = max(offset, exc.committed)
+                time.sleep(min(self.STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (failures - 1)))
+                try:
+                    offset = max(offset, self.get_load(load_id).committed - start_index)
+                except NotFound:
+                    pass  # nothing of the load committed yet (offset stays)
+                except Unavailable:
+                    pass  # still down: the next attempt fails at once and waits longer
+                continue
+            except KvError as exc:
+                if load_id is not None and exc.committed is not None:
+                    exc.committed = max(0, exc.committed - start_index - offset) + offset
+                self._fill_committed(exc, load_id, start_index)
+                raise
+            self._wrote(reply)
+            return offset + reply.committed_count
+
+    def _fill_committed(self, exc: KvError, load_id: str | None, start_index: int) -> None:
+        """A load's stream that failed without a count (the server vanished): asks
+        GetLoad (another server may answer), so ``exc.committed`` is exact when it can be."""
+        if load_id is None or exc.committed is not None:
+            return
         try:
-            reply = self._stub.StreamPut(self._messages(records, on_sent))
-        except grpc.RpcError as exc:
-            raise _error_from(exc) from None
-        self._wrote(reply)
-        return reply.committed_count
+            exc.committed = max(0, self.get_load(load_id).committed - start_index)
+        except NotFound:
+            exc.committed = 0
+        except KvError:
+            pass  # unknown: the caller asks get_load later
 
     def _messages(
-        self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None
+        self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None,
+        load_id: str | None = None, start_index: int = 0,
     ) -> Iterator[kv_pb2.StreamPutRequest]:
-        batch: list[kv_pb2.KeyValuePair] = []
-        size = 0
-        for key, value in records:
-            pair = kv_pb2.KeyValuePair(key=key, value=_as_bytes(value))
-            pair_size = len(pair.key) + len(pair.value) + 8
-            if batch and (len(batch) >= self.batch_records or size + pair_size > self.batch_bytes):
-                yield kv_pb2.StreamPutRequest(records=batch)
-                if on_sent:
-                    on_sent(len(batch))
-                batch, size = [], 0
-            batch.append(pair)
-            size += pair_size
-        if batch:
-            yield kv_pb2.StreamPutRequest(records=batch)
-            if on_sent:
-                on_sent(len(batch))
+        batcher = _calls.StreamBatcher(self.batch_records, self.batch_bytes, load_id=load_id,
+                                       start_index=start_index)
+        return _calls.stream_messages(records, batcher, on_sent)
 
 
 class Watch:

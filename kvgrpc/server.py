@@ -63,7 +63,7 @@ from kvgrpc.errors import (
 )
 from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
-from kvgrpc.service import KeyValueService, ScanPage
+from kvgrpc.service import DEFAULT_LOAD_RETENTION, KeyValueService, ScanPage
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
 from kvgrpc.watch import ChangeHub, WatchBatch
 
@@ -98,6 +98,7 @@ class ServerConfig:
     watch_buffer_bytes: int = 64 << 20  # the change hub's ring
     max_catchup_watches: int = 4  # watches reading history at once (2 master connections each)
     shutdown_grace: float = 30.0
+    load_retention: float = DEFAULT_LOAD_RETENTION  # seconds a load's progress is kept
     max_replica_lag: float = 5.0
     monitor_interval: float = 0.1
     require_semi_sync: bool = False
@@ -419,6 +420,13 @@ class _Servicer:
             endpoints=[_endpoint_pb(e) for e in endpoints], limits=_limits_pb(self._service.limits),
             server=kv_pb2.ServerInfo(version=VERSION, process_id=os.getpid()))
 
+    def get_load(self, request: kv_pb2.GetLoadRequest) -> kv_pb2.GetLoadResponse:
+        progress = self._service.get_load(request.load_id)
+        return kv_pb2.GetLoadResponse(
+            load_id=progress.load_id, committed_count=progress.committed,
+            revision=progress.revision, write_token=progress.token,
+            updated_unix_ms=progress.updated_unix_ms)
+
     # -- streams -----------------------------------------------------------------------
 
     def stream_put(self) -> grpc.RpcMethodHandler:
@@ -427,13 +435,20 @@ class _Servicer:
             writer = None
             try:
                 with self._admission.admit(context, "stream"):
-                    writer = self._service.open_stream()
-                    reply = await self._stream_put(requests, writer)
+                    timeout = self._config.stream_idle_timeout
+                    first = await self._read(requests, timeout, "StreamPut message")
+                    load_id = (first.load_id or None) if first is not None else None
+                    start_index = first.start_index if first is not None else 0
+                    writer = await self._blocking(self._service.open_stream, load_id, start_index)
+                    try:
+                        reply = await self._stream_put(first, requests, writer)
+                    finally:
+                        writer.close()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
                 if isinstance(exc, KvError) and writer is not None and exc.committed is None:
-                    exc.committed = writer.committed
+                    exc.committed = writer.reported()
                 self._observe("StreamPut", exc, started)
                 await self._fail(context, exc)
             self._observe("StreamPut", None, started)
@@ -443,7 +458,7 @@ class _Servicer:
             handle, request_deserializer=_message_parser(kv_pb2.StreamPutRequest),
             response_serializer=_serialize)
 
-    async def _stream_put(self, requests, writer) -> kv_pb2.StreamPutResponse:
+    async def _stream_put(self, first, requests, writer) -> kv_pb2.StreamPutResponse:
         """Receives messages and commits batches one at a time, in order, while the next
         message is received. On shutdown it stops taking records, commits what it holds
         and ends with Unavailable carrying the committed count."""
@@ -457,22 +472,26 @@ class _Servicer:
                 future, in_flight = in_flight, None
                 await future
 
+        async def take(message) -> None:
+            nonlocal in_flight
+            ready = writer.add([(r.key, r.value) for r in message.records])
+            if ready:
+                await settle()  # one batch commits at a time, in order
+                in_flight = asyncio.ensure_future(self._blocking(writer.commit, ready))
+
         try:
-            while True:
+            message = first
+            while message is not None and not draining.done():
+                await take(message)
                 read = asyncio.ensure_future(self._read(requests, timeout, "StreamPut message"))
                 done, _ = await asyncio.wait({read, draining}, return_when=asyncio.FIRST_COMPLETED)
                 if read not in done:
                     read.cancel()
                     break
                 message = read.result()
-                if message is None:
-                    break
-                ready = writer.add([(r.key, r.value) for r in message.records])
-                if ready:
-                    await settle()  # one batch commits at a time, in order
-                    in_flight = asyncio.ensure_future(self._blocking(writer.commit, ready))
             await settle()
             await self._blocking(writer.commit, writer.flush())
+            await self._blocking(writer.finish)
         except InvalidArgument:
             await settle()  # the valid records before the bad one are committed
             await self._blocking(writer.commit, writer.flush())
@@ -482,13 +501,11 @@ class _Servicer:
                 await settle()
             raise
         if draining.done():
-            raise Unavailable(
-                f"the server is shutting down; the stream's first {writer.committed} records "
-                "are committed and none after them: resume from there on another server",
-                committed=writer.committed)
+            raise writer.drained()
         result = writer.result()
-        return kv_pb2.StreamPutResponse(committed_count=result.committed,
-                                        write_token=result.token, revision=result.revision)
+        return kv_pb2.StreamPutResponse(
+            committed_count=result.committed, write_token=result.token, revision=result.revision,
+            skipped_count=result.skipped, load_committed_count=result.load_committed)
 
     def watch(self) -> grpc.RpcMethodHandler:
         async def handle(requests, context):
@@ -525,6 +542,7 @@ class _Servicer:
             "BatchGet": self.unary("BatchGet", kv_pb2.BatchGetRequest, self.batch_get),
             "Scan": self.unary("Scan", kv_pb2.ScanRequest, self.scan),
             "GetStatus": self.unary("GetStatus", kv_pb2.GetStatusRequest, self.get_status),
+            "GetLoad": self.unary("GetLoad", kv_pb2.GetLoadRequest, self.get_load),
             "StreamPut": self.stream_put(),
             "Watch": self.watch(),
         })
@@ -545,7 +563,8 @@ def build_service(config: ServerConfig) -> KeyValueService:
             raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
         store = SQLiteStore(config.sqlite_path, config.table)
         return KeyValueService(store, limits=limits,
-                               router=ReadRouter(store, master_role="embedded"))
+                               router=ReadRouter(store, master_role="embedded"),
+                               load_retention=config.load_retention)
     writer: Store = MySQLStore(
         config.master, config.table, role="master", pool_size=config.pool_size,
         pool_timeout=config.pool_timeout, create_table=True,
@@ -566,7 +585,8 @@ def build_service(config: ServerConfig) -> KeyValueService:
         watch_semi_sync=config.require_semi_sync,
     )
     return KeyValueService(writer, readers, limits=limits, router=router,
-                           require_semi_sync=config.require_semi_sync)
+                           require_semi_sync=config.require_semi_sync,
+                           load_retention=config.load_retention)
 
 
 def _check_limits(config: ServerConfig) -> None:
@@ -801,6 +821,9 @@ def _arg_parser() -> "argparse.ArgumentParser":
                    help="watches reading history older than the buffer at once (default: 4)")
     p.add_argument("--shutdown-grace", type=float, default=30.0,
                    help="seconds in-flight calls may take to finish on SIGTERM/SIGINT (default: 30)")
+    p.add_argument("--load-retention", type=float, default=DEFAULT_LOAD_RETENTION / 86400,
+                   metavar="DAYS", help="days the progress of a named load is kept after its "
+                   "last batch (GetLoad; resuming); default 7")
     p.add_argument("--max-replica-lag", type=float, default=5.0,
                    help="seconds of lag beyond which a replica stops serving reads (default: 5)")
     p.add_argument("--require-semi-sync", action="store_true",
@@ -863,6 +886,7 @@ def config_from_args(
         watch_buffer_bytes=args.watch_buffer_bytes,
         max_catchup_watches=args.max_catchup_watches,
         shutdown_grace=args.shutdown_grace,
+        load_retention=args.load_retention * 86400,
         max_replica_lag=args.max_replica_lag,
         require_semi_sync=args.require_semi_sync,
         tls_cert=args.tls_cert,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from kvgrpc.records import (
     MAX_KEY_BYTES,
     EndpointStatus,
     Limits,
+    LoadProgress,
     Record,
     check_key,
     check_value,
@@ -34,7 +36,7 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
-from kvgrpc.store.base import NO_COMMIT, Commit, StoredRecord, KeyFilter, WriteOp, WriteOutcome, version_conflict
+from kvgrpc.store.base import MAX_LOAD_ID_BYTES, NO_COMMIT, Commit, LoadMark, StoredRecord, KeyFilter, WriteOp, WriteOutcome, version_conflict
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class CommitPolicy:
     max_records: int = 10000
     max_bytes: int = 4 << 20
 
+
+#: How long the progress of a named load is kept after its last batch (--load-retention).
+DEFAULT_LOAD_RETENTION = 7 * 24 * 3600.0
 
 #: Scan pages are read from the store this many records per query.
 SCAN_CHUNK = 100
@@ -103,11 +108,15 @@ class Written:
 
 @dataclass(frozen=True, slots=True)
 class StreamResult:
-    """The outcome of StreamPut: records committed, and the last batch's token and revision."""
+    """The outcome of StreamPut: records of the stream committed (for a named load,
+    including the ``skipped`` ones an earlier stream committed), the last batch's token
+    and revision, and for a named load its committed count after this stream."""
 
     committed: int
     token: str
     revision: int
+    skipped: int = 0
+    load_committed: int = 0
 
 
 class KeyValueService:
@@ -128,7 +137,10 @@ class KeyValueService:
         commit_policy: CommitPolicy = CommitPolicy(),
         router: ReadRouter | None = None,
         require_semi_sync: bool = False,
+        load_retention: float = DEFAULT_LOAD_RETENTION,
     ) -> None:
+        if load_retention <= 0:
+            raise ValueError("the load retention must be positive (seconds)")
         self.writer = writer
         self.readers = list(readers)
         self.limits = limits
@@ -144,14 +156,43 @@ class KeyValueService:
         self._get_groups: dict[int, GroupCommit[bytes, StoredRecord | None]] = {}
         self._count_lock = threading.Lock()
         self._closing = threading.Event()  # set when the server begins to shut down
+        self.load_retention = load_retention
+        self._open_loads: set[str] = set()  # named loads with a stream open here
+        self._loads_lock = threading.Lock()
+        self._stopped = threading.Event()  # set by close(): ends the expiry thread
+        self._expiry: threading.Thread | None = None
 
     def _count_written(self, n: int) -> None:
         with self._count_lock:
             self.records_written += n
 
     def start(self) -> None:
-        """Starts measuring replicas (the router's monitor thread)."""
+        """Starts measuring replicas (the router's monitor thread), and a thread that
+        deletes the progress of loads older than ``load_retention`` (at start, then every
+        hour, or every quarter of the retention if that is shorter)."""
         self.router.start()
+        self._expiry = threading.Thread(target=self._expire_loop, name="kvgrpc-load-expiry",
+                                        daemon=True)
+        self._expiry.start()
+
+    def _expire_loop(self) -> None:
+        interval = max(1.0, min(3600.0, self.load_retention / 4))
+        while True:
+            try:
+                self.expire_loads()
+            except KvError as exc:  # the master may be down: try again next time
+                _LOGGER.warning("could not expire old load progress: %s", exc)
+            if self._stopped.wait(interval):
+                return
+
+    def expire_loads(self) -> int:
+        """Deletes the progress of loads not written for ``load_retention`` seconds;
+        returns how many."""
+        expired = self._write(lambda store: store.expire_loads(self.load_retention))
+        if expired:
+            _LOGGER.info("expired the progress of %d loads older than %g s", expired,
+                         self.load_retention)
+        return expired
 
     # -- writes --------------------------------------------------------------------
 
@@ -218,41 +259,108 @@ class KeyValueService:
             return WriteOutcome(False, exc.current_version), NO_COMMIT
         return WriteOutcome(True, version), commit
 
-    def open_stream(self) -> StreamWriter:
+    def open_stream(self, load_id: str | None = None, start_index: int = 0) -> StreamWriter:
         """A StreamPut in progress: the transport feeds it records as they arrive and
-        commits the batches it hands back (see :class:`StreamWriter`)."""
-        return StreamWriter(self)
+        commits the batches it hands back (see :class:`StreamWriter`). Blocking for a
+        named load (it reads the load's progress); ``close()`` the writer at the end.
 
-    def stream_put(self, batches: Iterable[Sequence[tuple[str, bytes]]]) -> StreamResult:
+        A named load (``load_id``: 1 to 128 bytes of UTF-8) is exactly-once: the stream's
+        first record is record ``start_index`` of the load; records whose index is below
+        the load's recorded committed count C are skipped, the others are written once,
+        each batch in one transaction with the load's new count (see
+        :class:`~kvgrpc.store.base.LoadMark`). ``start_index`` > C raises
+        FailedPrecondition (records would be missing). A second stream of a load already
+        open in this process gets Aborted at once; one through another server gets
+        Aborted at its first batch (the stores' conditional progress update). For a named
+        load, an error's ``committed`` is the load's committed count, not the stream's.
+        """
+        if start_index < 0:
+            raise InvalidArgument(f"start_index {start_index} is negative; it must be 0 or more")
+        if load_id is None:
+            if start_index:
+                raise InvalidArgument("start_index is set but load_id is not: only a named "
+                                      "load can start after its first record")
+            return StreamWriter(self)
+        _check_load_id(load_id)
+        with self._loads_lock:
+            if load_id in self._open_loads:
+                raise Aborted(f"load {load_id!r} is already being written by another stream "
+                              "on this server; wait for it to end, then resume the load")
+            self._open_loads.add(load_id)
+        try:
+            stored = self._write(lambda store: store.load_progress(load_id))
+            done = 0 if stored is None else stored.committed
+            if start_index > done:
+                raise FailedPrecondition(
+                    f"load {load_id!r} has {done} records committed, but this stream starts at "
+                    f"record {start_index}: records {done}..{start_index - 1} would be missing; "
+                    f"resume from record {done}", committed=done)
+            last = Commit() if stored is None else Commit(stored.token, stored.revision)
+            return StreamWriter(self, load_id, start_index, done, last)
+        except BaseException:
+            self._release_load(load_id)
+            raise
+
+    def _release_load(self, load_id: str) -> None:
+        with self._loads_lock:
+            self._open_loads.discard(load_id)
+
+    def stream_put(self, batches: Iterable[Sequence[tuple[str, bytes]]], *,
+                   load_id: str | None = None, start_index: int = 0) -> StreamResult:
         """Commits a stream of records in order, in batches (blocking; for in-process use:
         the server drives a :class:`StreamWriter` itself, so no thread waits on the network).
 
         On a bad record, the valid records before it are committed and ``InvalidArgument``
         names the bad record's index in the stream; on any failure the raised error's
-        ``committed`` is the number of leading records committed, and none after them is.
+        ``committed`` is the number of leading records committed (for a named load: the
+        load's count), and none after them is. See :meth:`open_stream` for named loads.
+        When the server begins to shut down, the stream stops after the message in hand,
+        commits what it holds and raises Unavailable with the committed count.
         """
-        writer = self.open_stream()
+        writer = self.open_stream(load_id, start_index)
         try:
             for batch in batches:
                 ready = writer.add(batch)
                 if ready:
                     writer.commit(ready)
-            ready = writer.flush()
-            if ready:
-                writer.commit(ready)
+                if self._closing.is_set():
+                    break
+            writer.commit(writer.flush())
+            writer.finish()
+            if self._closing.is_set():
+                raise writer.drained()
         except InvalidArgument as exc:
-            ready = writer.flush()
             try:
-                if ready:
-                    writer.commit(ready)
+                writer.commit(writer.flush())  # the valid prefix stays committed
             except KvError:
                 pass
-            exc.committed = writer.committed  # the valid prefix stays committed
+            exc.committed = writer.reported()
             raise
         except KvError as exc:
-            exc.committed = writer.committed
+            if exc.committed is None:  # (a store's load conflict knows the load's newer count)
+                exc.committed = writer.reported()
             raise
+        finally:
+            writer.close()
         return writer.result()
+
+    def open_loads(self) -> frozenset[str]:
+        """The named loads with a stream open on this server now."""
+        with self._loads_lock:
+            return frozenset(self._open_loads)
+
+    def get_load(self, load_id: str) -> LoadProgress:
+        """The progress of a named load; NotFound if none is recorded (never started, or
+        expired after ``load_retention`` seconds without a batch)."""
+        _check_load_id(load_id)
+        stored = self._write(lambda store: store.load_progress(load_id))
+        if stored is None:
+            raise NotFound(
+                f"load {load_id!r} is not recorded: it never committed a record, or its "
+                f"progress expired ({self.load_retention / 86400:g} days after its last batch)"
+            )
+        return LoadProgress(load_id, stored.committed, stored.revision, stored.token,
+                            int(stored.updated * 1000))
 
     # -- changes -------------------------------------------------------------------
 
@@ -363,14 +471,32 @@ class KeyValueService:
         return self.router.status()
 
     def begin_shutdown(self) -> None:
-        """Ends the open watches (with Unavailable, so that their clients resume elsewhere)."""
+        """Makes open StreamPuts stop taking records: they commit what they hold and end
+        with Unavailable and the exact committed count, so their clients resume elsewhere.
+        (The transport ends the watches, and interrupts a read of the next message.)"""
         self._closing.set()
 
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
     def close(self) -> None:
-        """Stops the monitor and closes every store."""
+        """Stops the monitor and the load expiry, and closes every store."""
+        self._stopped.set()
         self.router.stop()
         for store in [self.writer, *self.readers]:
             store.close()
+
+
+def _check_load_id(load_id: str) -> None:
+    try:
+        size = len(load_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument("load_id is not valid UTF-8 text") from None
+    if not 1 <= size <= MAX_LOAD_ID_BYTES:
+        raise InvalidArgument(
+            f"load_id is {size} bytes; a load id must be 1 to {MAX_LOAD_ID_BYTES} bytes of UTF-8"
+        )
 
 
 class StreamWriter:
@@ -378,28 +504,44 @@ class StreamWriter:
 
     ``add(records)`` checks a message's records and returns a batch to commit when the
     commit policy says so (else None); ``flush()`` returns what is left at the end;
-    ``commit(batch)`` (blocking: run it on an executor) commits one batch. The transport
-    commits batches one at a time, in order, and may receive the next message while one
-    commits. ``committed`` counts the records of committed batches; a failed commit
-    stops the stream (nothing after it is committed). Not thread-safe: one caller at a time,
-    except that ``add`` may run while ``commit`` does.
+    ``commit(batch)`` (blocking: run it on an executor) commits one batch; ``finish()``
+    (blocking) records a named load's last revision; ``close()`` releases the load. The
+    transport commits batches one at a time, in order, and may receive the next message
+    while one commits. ``committed`` counts the stream's records in committed batches; a
+    failed commit stops the stream (nothing after it is committed). For a named load
+    (built by :meth:`KeyValueService.open_stream`), the first ``done - start_index``
+    records are skipped (an earlier stream committed them) and each batch carries the
+    load's progress mark. Not thread-safe: one caller at a time, except that ``add``
+    may run while ``commit`` does.
     """
 
-    def __init__(self, service: KeyValueService) -> None:
+    def __init__(self, service: KeyValueService, load_id: str | None = None,
+                 start_index: int = 0, done: int = 0, last: Commit = Commit()) -> None:
         self._service = service
         self._policy = service.commit_policy
         self._max_value = service.limits.max_value_bytes
         self._pending: list[tuple[bytes, bytes]] = []
         self._pending_bytes = 0
-        self.received = 0  # records accepted so far (the index of the next one)
-        self.committed = 0
-        self.commit_info = Commit()  # the last committed batch's
+        self.load_id = load_id
+        self.load_committed = done
+        self.skipped = 0
+        self._to_skip = done - start_index  # committed by an earlier stream of the load
+        self.received = 0  # records of the stream received (the index of the next one)
+        self.committed = 0  # records of the stream in committed batches (skipped ones too)
+        self.commit_info = last  # the last committed batch's (of the load, if named)
 
-    def add(self, records: Iterable[tuple[str, bytes]]) -> list[tuple[bytes, bytes]] | None:
+    def add(self, records: Sequence[tuple[str, bytes]]) -> list[tuple[bytes, bytes]] | None:
         """Checks and queues records; returns a full batch to commit, or None.
 
         Raises InvalidArgument naming the record's index for a bad record (the records
         before it stay queued: ``flush`` returns them)."""
+        if self._to_skip:
+            skip = min(self._to_skip, len(records))
+            self._to_skip -= skip
+            self.received += skip
+            self.skipped += skip
+            self.committed += skip
+            records = records[skip:]
         policy, max_key, max_value = self._policy, MAX_KEY_BYTES, self._max_value
         pending = self._pending
         ready: list[tuple[bytes, bytes]] | None = None
@@ -427,13 +569,51 @@ class StreamWriter:
         return ready
 
     def commit(self, batch: list[tuple[bytes, bytes]]) -> None:
-        """Commits ``batch`` on the master (blocking)."""
+        """Commits ``batch`` on the master (blocking), with the load's progress if named."""
         if not batch:
             return
-        commit = self._service._write(lambda store: store.put_many(batch))
+        mark = None
+        if self.load_id is not None:
+            mark = LoadMark(self.load_id, self.load_committed,
+                            self.load_committed + len(batch), self.commit_info)
+        commit = self._service._write(lambda store: store.put_many(batch, mark))
         self.committed += len(batch)
+        self.load_committed += len(batch)
         self.commit_info = commit
         self._service._count_written(len(batch))
 
+    def finish(self) -> None:
+        """At the end of a load's stream: records its last batch's revision and token
+        (best effort: the count is exact anyway; see Store.record_load_commit)."""
+        if self.load_id is None or self.committed == self.skipped:
+            return
+        try:
+            self._service._write(lambda store: store.record_load_commit(
+                self.load_id, self.load_committed, self.commit_info))
+        except KvError as exc:
+            _LOGGER.warning("load %r: could not record its last revision: %s", self.load_id, exc)
+
+    def close(self) -> None:
+        """Releases the load (another stream may then write it)."""
+        if self.load_id is not None:
+            self._service._release_load(self.load_id)
+
+    def reported(self) -> int:
+        """The committed count an error reports: the load's for a named load, else the stream's."""
+        return self.load_committed if self.load_id is not None else self.committed
+
+    def drained(self) -> Unavailable:
+        """The error that ends a stream cut short by the server shutting down."""
+        if self.load_id is None:
+            n = self.committed
+            message = (f"the server is shutting down; the stream's first {n} records are "
+                       f"committed and none after them: resume from record {n} on another server")
+        else:
+            n = self.load_committed
+            message = (f"the server is shutting down; load {self.load_id!r} has {n} records "
+                       f"committed; resume it from record {n} on another server")
+        return Unavailable(message, committed=n)
+
     def result(self) -> StreamResult:
-        return StreamResult(self.committed, self.commit_info.token, self.commit_info.revision)
+        return StreamResult(self.committed, self.commit_info.token, self.commit_info.revision,
+                            self.skipped, self.load_committed if self.load_id is not None else 0)

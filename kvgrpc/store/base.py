@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvgrpc.errors import FailedPrecondition, InvalidArgument
+from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
@@ -37,6 +37,43 @@ class Commit:
 
 #: The commit of a write that changed nothing.
 NO_COMMIT = Commit()
+
+#: The table (in the same database or file as the records) where stores keep the progress
+#: of named loads; one row per (records table, load id).
+LOADS_TABLE = "kvgrpc_loads"
+#: A load id is 1 to this many bytes of UTF-8.
+MAX_LOAD_ID_BYTES = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LoadMark:
+    """The progress a ``put_many`` batch of a named load records with it.
+
+    The batch's transaction sets the load's committed count from ``before`` to ``after``
+    (``before`` + the batch's records), but only if the recorded count is still
+    ``before`` (no row: 0); otherwise nothing of the batch is written and Aborted is
+    raised: another stream of the same load got there first. ``last`` is the commit of
+    the load's previous batch: a store that cannot know its own transaction's revision
+    and token before committing (a GTID is assigned at commit) records ``last`` instead,
+    until ``record_load_commit`` catches up.
+    """
+
+    load_id: str
+    before: int
+    after: int
+    last: Commit = NO_COMMIT
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLoad:
+    """A load's progress as stored: ``committed`` leading records; the ``revision`` and
+    ``token`` of its last committed batch; ``updated`` in Unix seconds."""
+
+    load_id: str
+    committed: int
+    revision: int
+    token: str
+    updated: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +154,23 @@ class Store(Protocol):
     - ``put_many`` writes the records in order in one transaction: all or none; when a
       key occurs twice, the later record wins. Calling it again with the same records
       leaves the same content.
+      With ``progress`` (a named load's :class:`LoadMark`), the load's progress row is
+      written in the same transaction, conditionally (see LoadMark): the recorded
+      progress of a load can never disagree with its data.
     - ``delete`` returns ``(existed, commit)``.
     - ``write_group(ops)`` runs puts and deletes (:class:`WriteOp`) in one transaction,
       in order, each seeing the ones before it, and commits once: the group commit of
       concurrent calls. Returns one :class:`WriteOutcome` per op and the transaction's
       Commit (``NO_COMMIT`` when nothing changed). A compare-and-set that does not match
       changes nothing and does not stop the others.
+
+    Loads: ``load_progress(load_id)`` returns the :class:`StoredLoad` (None: unknown or
+    expired); its count is always exact; its revision and token are those of its last
+    batch, or of the one before when the store could not know them in the batch's
+    transaction and ``record_load_commit(load_id, committed, commit)`` (called at the end
+    of a stream) has not recorded them since (it does nothing once the count moved on). ``expire_loads(older_than)`` deletes
+    the progress of loads not updated for ``older_than`` seconds; returns how many.
+    The progress lives in :data:`LOADS_TABLE`, which the change feed never reports.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
     ``changes(after, stopped, keys)`` yields a :class:`ChangeBatch` per revision after
@@ -166,7 +214,14 @@ class Store(Protocol):
 
     def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]: ...
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit: ...
+    def put_many(self, records: Sequence[tuple[bytes, bytes]],
+                 progress: LoadMark | None = None) -> Commit: ...
+
+    def load_progress(self, load_id: str) -> StoredLoad | None: ...
+
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None: ...
+
+    def expire_loads(self, older_than: float) -> int: ...
 
     def delete(self, key: bytes) -> tuple[bool, Commit]: ...
 
@@ -241,3 +296,13 @@ def scanned(rows) -> list[StoredRecord]:
     """The records of the rows a :func:`scan_query` returned (no value when keys only)."""
     return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
             for row in rows]
+
+
+def load_conflict(mark: LoadMark, found: int) -> Aborted:
+    """The error of a load batch whose expected progress was not the recorded one."""
+    return Aborted(
+        f"load {mark.load_id!r} is at {found} committed records, not {mark.before}: another "
+        "stream of the same load (or the last batch of a server that stopped) committed "
+        f"records meanwhile; nothing of this batch was written; resume from record {found}",
+        committed=found,
+    )

@@ -25,15 +25,19 @@ from kvgrpc.errors import (
 )
 from kvgrpc.store.base import (
     ALL_KEYS,
+    LOADS_TABLE,
     NO_COMMIT,
     ChangeBatch,
     Commit,
     KeyFilter,
+    LoadMark,
     PoolUsage,
+    StoredLoad,
     StoredRecord,
     WriteOp,
     WriteOutcome,
     check_table_name,
+    load_conflict,
     scan_query,
     scanned,
     version_conflict,
@@ -207,6 +211,31 @@ class MySQLStore:
             f"CREATE TABLE IF NOT EXISTS `{HEARTBEAT_TABLE}` ("
             " id TINYINT UNSIGNED NOT NULL PRIMARY KEY, ts DATETIME(6) NOT NULL) ENGINE=InnoDB"
         )
+        self._sql_create_loads = (
+            f"CREATE TABLE IF NOT EXISTS `{LOADS_TABLE}` ("
+            " tbl VARCHAR(64) NOT NULL, load_id VARBINARY(128) NOT NULL,"
+            " committed BIGINT NOT NULL, revision BIGINT NOT NULL DEFAULT 0,"
+            " token VARCHAR(1024) NOT NULL DEFAULT '',"
+            " updated TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),"
+            " PRIMARY KEY (tbl, load_id), KEY (updated)) ENGINE=InnoDB"
+        )
+        # The batch's transaction locks the load's row (or, when there is none yet, the gap
+        # where it goes) first: a second stream of the same load through another server
+        # waits, then finds a count it did not expect (or deadlocks and is rolled back).
+        self._sql_load_lock = (f"SELECT committed FROM `{LOADS_TABLE}` "
+                               "WHERE tbl = %s AND load_id = %s FOR UPDATE")
+        self._sql_load_set = (
+            f"INSERT INTO `{LOADS_TABLE}` (tbl, load_id, committed, revision, token, updated) "
+            "VALUES (%s, %s, %s, %s, %s, NOW(3)) ON DUPLICATE KEY UPDATE "
+            "committed = VALUES(committed), revision = VALUES(revision), token = VALUES(token), "
+            "updated = VALUES(updated)"
+        )
+        self._sql_load_commit = (f"UPDATE `{LOADS_TABLE}` SET revision = %s, token = %s "
+                                 "WHERE tbl = %s AND load_id = %s AND committed = %s")
+        self._sql_load_get = (f"SELECT committed, revision, token, UNIX_TIMESTAMP(updated) "
+                              f"FROM `{LOADS_TABLE}` WHERE tbl = %s AND load_id = %s")
+        self._sql_load_expire = (f"DELETE FROM `{LOADS_TABLE}` "
+                                 "WHERE tbl = %s AND updated < TIMESTAMPADD(MICROSECOND, %s, NOW(3))")
         self._sql_load = (
             f"LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {t} CHARACTER SET binary "
             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' (k, v)"
@@ -252,6 +281,7 @@ class MySQLStore:
             if self._create_table:
                 cur.execute(self._sql_create_table)
                 cur.execute(self._sql_create_heartbeat)
+                cur.execute(self._sql_create_loads)
             cur.execute("SELECT @@max_allowed_packet, VERSION()")
             max_packet, version = cur.fetchone()
             self._mariadb = "mariadb" in str(version).lower()
@@ -384,19 +414,22 @@ class MySQLStore:
             row = cur.fetchone()
         raise version_conflict(expected, 0 if row is None else int(row[0]))
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit:
+    def put_many(self, records: Sequence[tuple[bytes, bytes]],
+                 progress: LoadMark | None = None) -> Commit:
         if not records:
             return NO_COMMIT
         if len(records) >= BULK_LOAD_MIN_RECORDS and self._bulk_load_dir is not None:
-            commit = self._load_new_keys(records)
+            commit = self._load_new_keys(records, progress)
             if commit is not None:
                 return commit
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cnx.start_transaction()
             try:
+                self._lock_load(cur, progress)
                 for chunk in self._chunks(records):
                     cur.executemany(self._sql_put_many, chunk)
+                self._record_load(cur, progress)
                 cnx.commit()
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -404,7 +437,50 @@ class MySQLStore:
                 raise
             return self._written(cur)
 
-    def _load_new_keys(self, records: Sequence[tuple[bytes, bytes]]) -> Commit | None:
+    def _lock_load(self, cur, progress: LoadMark | None) -> None:
+        """In a batch's transaction: locks the load's progress row and checks that it is
+        at ``progress.before`` (Aborted otherwise; the caller rolls back)."""
+        if progress is None:
+            return
+        cur.execute(self._sql_load_lock, (self.table, progress.load_id.encode("utf-8")))
+        row = cur.fetchone()
+        found = 0 if row is None else int(row[0])
+        if found != progress.before:
+            raise load_conflict(progress, found)
+
+    def _record_load(self, cur, progress: LoadMark | None) -> None:
+        """In a batch's transaction, after its rows: the load's new committed count, with
+        the previous batch's revision and token (this one's GTID exists only after COMMIT;
+        a second commit per batch to record it would cost a sync and a semi-sync wait)."""
+        if progress is not None:
+            cur.execute(self._sql_load_set,
+                        (self.table, progress.load_id.encode("utf-8"), progress.after,
+                         progress.last.revision, progress.last.token))
+
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None:
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(self._sql_load_commit, (commit.revision, commit.token, self.table,
+                                                load_id.encode("utf-8"), committed))
+
+    def load_progress(self, load_id: str) -> StoredLoad | None:
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(self._sql_load_get, (self.table, load_id.encode("utf-8")))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        committed, revision, token, updated = row
+        return StoredLoad(load_id, int(committed), int(revision), str(token or ""), float(updated))
+
+    def expire_loads(self, older_than: float) -> int:
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(self._sql_load_expire, (self.table, -int(older_than * 1e6)))
+            return cur.rowcount
+
+    def _load_new_keys(self, records: Sequence[tuple[bytes, bytes]],
+                       progress: LoadMark | None = None) -> Commit | None:
         """The fast path of put_many: ``LOAD DATA LOCAL INFILE ... IGNORE`` of the batch.
 
         The database ingests a file several times faster than a multi-row INSERT it must
@@ -413,7 +489,9 @@ class MySQLStore:
         (no key existed, none repeated, no warning); otherwise it is rolled back and the
         caller upserts it the slow way. Keys and values travel as bytes with backslash,
         tab and newline escaped (:func:`_escape`; hex costs the master a third more CPU).
-        Returns the commit, or None when the batch must take the slow path.
+        A load's progress row is locked before and written after the LOAD DATA, in the
+        same transaction (outside its row count). Returns the commit, or None when the
+        batch must take the slow path.
         """
         path = os.path.join(self._bulk_load_dir, f"batch-{threading.get_ident()}.tsv")
         with open(path, "wb") as f:
@@ -423,9 +501,11 @@ class MySQLStore:
                 cur = _cursor(cnx)
                 cnx.start_transaction()
                 try:
+                    self._lock_load(cur, progress)
                     cur.execute(self._sql_load, (path,))
                     loaded = cur.rowcount == len(records) and not cur.warning_count
                     if loaded:
+                        self._record_load(cur, progress)
                         cnx.commit()
                     else:
                         cnx.rollback()

@@ -14,16 +14,20 @@ from collections.abc import Callable, Iterator, Sequence
 from kvgrpc.errors import Internal, OutOfRange, ResourceExhausted, Unavailable
 from kvgrpc.store.base import (
     ALL_KEYS,
+    LOADS_TABLE,
     NO_COMMIT,
     Change,
     ChangeBatch,
     Commit,
     KeyFilter,
+    LoadMark,
     PoolUsage,
+    StoredLoad,
     StoredRecord,
     WriteOp,
     WriteOutcome,
     check_table_name,
+    load_conflict,
     scan_query,
     scanned,
     version_conflict,
@@ -49,7 +53,8 @@ class SQLiteStore:
 
     The change feed is a change-log table, ``<table>_changes``, filled by triggers in the
     writing transaction: its row id is the revision (one per record written), and the
-    newest ``CHANGES_KEPT`` rows are kept.
+    newest ``CHANGES_KEPT`` rows are kept. The progress of named loads is in
+    ``kvgrpc_loads`` (no triggers: the change log holds records only).
     """
 
     def __init__(self, path: str, table: str = "kv", *, busy_timeout: float = 10.0) -> None:
@@ -84,6 +89,14 @@ class SQLiteStore:
         self._sql_oldest = f"SELECT min(rev) FROM {log}"
         self._sql_changes = f"SELECT rev, k, v, version, deleted FROM {log} WHERE rev > ? ORDER BY rev LIMIT 1000"
         self._sql_prune = f"DELETE FROM {log} WHERE rev <= ?"
+        self._sql_load_get = (f"SELECT committed, revision, token, updated FROM {LOADS_TABLE} "
+                              "WHERE tbl = ? AND load_id = ?")
+        self._sql_load_set = (
+            f"INSERT INTO {LOADS_TABLE} (tbl, load_id, committed, revision, token, updated) "
+            "VALUES (?, ?, ?, ?, '', ?) ON CONFLICT (tbl, load_id) DO UPDATE SET "
+            "committed = excluded.committed, revision = excluded.revision, updated = excluded.updated"
+        )
+        self._sql_load_expire = f"DELETE FROM {LOADS_TABLE} WHERE tbl = ? AND updated < ?"
         with self._connection() as cnx:
             cnx.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} ("
@@ -93,6 +106,11 @@ class SQLiteStore:
             cnx.execute(
                 f"CREATE TABLE IF NOT EXISTS {log} (rev INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " k BLOB NOT NULL, v BLOB NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL)"
+            )
+            cnx.execute(
+                f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (tbl TEXT NOT NULL, load_id TEXT NOT NULL,"
+                " committed INTEGER NOT NULL, revision INTEGER NOT NULL, token TEXT NOT NULL,"
+                " updated REAL NOT NULL, PRIMARY KEY (tbl, load_id)) WITHOUT ROWID"
             )
             for name, event, row in (("insert", "INSERT", "NEW.k, NEW.v, NEW.version, 0"),
                                      ("update", "UPDATE", "NEW.k, NEW.v, NEW.version, 0"),
@@ -159,13 +177,20 @@ class SQLiteStore:
             cnx.execute("COMMIT")
         raise version_conflict(expected_version, 0 if row is None else int(row[0]))
 
-    def put_many(self, records: Sequence[tuple[bytes, bytes]]) -> Commit:
+    def put_many(self, records: Sequence[tuple[bytes, bytes]],
+                 progress: LoadMark | None = None) -> Commit:
         if not records:
             return NO_COMMIT
         with self._connection() as cnx:
-            cnx.execute("BEGIN IMMEDIATE")
+            cnx.execute("BEGIN IMMEDIATE")  # the write lock: the progress check holds
+            if progress is not None:
+                row = cnx.execute(self._sql_load_get, (self.table, progress.load_id)).fetchone()
+                found = 0 if row is None else int(row[0])
+                if found != progress.before:
+                    cnx.execute("ROLLBACK")
+                    raise load_conflict(progress, found)
             cnx.executemany(self._sql_put_many, records)
-            return self._commit(cnx)
+            return self._commit(cnx, progress)
 
     def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
         outcomes: list[WriteOutcome] = []
@@ -194,9 +219,28 @@ class SQLiteStore:
                 return outcomes, NO_COMMIT
             return outcomes, self._commit(cnx)
 
-    def _commit(self, cnx: sqlite3.Connection) -> Commit:
-        """Commits the open write transaction; returns its revision (the last change's)."""
+    def load_progress(self, load_id: str) -> StoredLoad | None:
+        with self._connection() as cnx:
+            row = cnx.execute(self._sql_load_get, (self.table, load_id)).fetchone()
+        if row is None:
+            return None
+        committed, revision, token, updated = row
+        return StoredLoad(load_id, int(committed), int(revision), str(token), float(updated))
+
+    def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None:
+        pass  # put_many records each batch's own revision (known before COMMIT here)
+
+    def expire_loads(self, older_than: float) -> int:
+        with self._connection() as cnx:
+            return cnx.execute(self._sql_load_expire, (self.table, time.time() - older_than)).rowcount
+
+    def _commit(self, cnx: sqlite3.Connection, progress: LoadMark | None = None) -> Commit:
+        """Commits the open write transaction (recording ``progress`` in it); returns its
+        revision (the last change's)."""
         revision = self._head(cnx)
+        if progress is not None:
+            cnx.execute(self._sql_load_set,
+                        (self.table, progress.load_id, progress.after, revision, time.time()))
         if revision - self._pruned_at >= 1000:  # keep the change log at CHANGES_KEPT rows
             cnx.execute(self._sql_prune, (revision - CHANGES_KEPT,))
             self._pruned_at = revision
