@@ -27,7 +27,8 @@ from kvgrpc.store import MySQLEndpoint
 
 
 def _endpoint(url: str) -> MySQLEndpoint:
-    return MySQLEndpoint.from_url(url, os.environ.get("KVGRPC_MYSQL_PASSWORD"))
+    return MySQLEndpoint.from_url(
+        url, os.environ.get("KVGRPC_ADMIN_PASSWORD") or os.environ.get("KVGRPC_MYSQL_PASSWORD"))
 
 
 def _status(args, out) -> int:

@@ -179,7 +179,7 @@ def test_server_killed_mid_stream_then_resume(own_sandbox, tmp_path, table_name)
             [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
              "--table", table_name, "--master", box.env["KVGRPC_MASTER_URL"],
              "--replica", box.env["KVGRPC_REPLICA_URL"]],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, env=box.process_env(),
         )
         for line in proc.stderr:
             if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
@@ -279,7 +279,7 @@ def test_master_data_destroyed_restored_from_replica(own_sandbox, start_server, 
 
         box.run("kill", "master")
         box.run("wipe", "master")  # a blank master at the same address
-        admin = dict(os.environ)
+        admin = box.process_env()
         started = time.monotonic()
         restore = subprocess.run(
             [sys.executable, "-m", "kvgrpc.admin", "restore",
@@ -295,7 +295,7 @@ def test_master_data_destroyed_restored_from_replica(own_sandbox, start_server, 
             [sys.executable, "-m", "kvgrpc.admin", "check", "--table", table_name,
              "--master", box.env["KVGRPC_ADMIN_MASTER_URL"],
              "--replica", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0]],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, env=admin, timeout=120,
         )
         assert check.returncode == 0 and check.stdout.strip().endswith("clean"), check.stdout
 
@@ -328,16 +328,17 @@ def test_check_lists_differing_keys(sandbox, mysql_server):
     cur.execute(f"UPDATE kvgrpc.`{table}` SET v = 'changed' WHERE k = 'c02000'")
     cnx.close()
     result = run_cli_admin("check", "--table", table, "--master", sandbox.env["KVGRPC_ADMIN_MASTER_URL"],
-                           "--replica", sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0])
+                           "--replica", sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0],
+                           env=sandbox.process_env())
     assert result.returncode == 1
     assert "master 2500 rows, replica 2501 rows" in result.stdout
     assert "differs: c01000x" in result.stdout and "differs: c02000" in result.stdout
     assert result.stdout.count("differs:") == 2 and result.stdout.strip().endswith("DIFFERENT")
 
 
-def run_cli_admin(*args: str) -> subprocess.CompletedProcess:
+def run_cli_admin(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvgrpc.admin", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_admin_status_prints_each_endpoint(own_sandbox, start_server, table_name):
