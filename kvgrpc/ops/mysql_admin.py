@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from kvgrpc.errors import FailedPrecondition, KvError, Unavailable
 from kvgrpc.store.base import check_table_name
-from kvgrpc.store.mysql import HEARTBEAT_TABLE, MySQLEndpoint
+from kvgrpc.store.mysql import HEARTBEAT_TABLE, MySQLEndpoint, TlsNotActive
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,17 +34,14 @@ _ROW_HASH = "CAST(CONV(SUBSTRING(MD5(CONCAT(LENGTH(k), ':', k, v)), 1, 16), 16, 
 
 
 def connect(endpoint: MySQLEndpoint, *, database: bool = True):
-    """A plain autocommit connection (translating failure to Unavailable)."""
+    """A plain autocommit connection, with the endpoint's TLS settings (translating
+    failure to Unavailable)."""
     import mysql.connector
 
     try:
-        return mysql.connector.connect(
-            host=endpoint.host, port=endpoint.port, user=endpoint.user,
-            password=endpoint.password, database=endpoint.database if database else None,
-            autocommit=True, connection_timeout=5,
-        )
-    except mysql.connector.Error as exc:
-        raise Unavailable(f"cannot connect to {endpoint}: {getattr(exc, 'msg', 'error')}") from exc
+        return endpoint.connect(database=database, autocommit=True, connection_timeout=5)
+    except (mysql.connector.Error, TlsNotActive) as exc:
+        raise Unavailable(f"cannot connect to {endpoint}: {getattr(exc, 'msg', None) or exc}") from exc
 
 
 def _one(cnx, sql: str, params=()):
