@@ -77,7 +77,8 @@ class Sandbox:
     def process_env(self, **extra: str) -> dict[str, str]:
         """The environment for a kvgrpc process using this sandbox's URLs: the passwords."""
         return dict(os.environ, KVGRPC_MYSQL_PASSWORD=self.env["KVGRPC_MYSQL_PASSWORD"],
-                    KVGRPC_ADMIN_PASSWORD=self.env["KVGRPC_ADMIN_PASSWORD"], **extra)
+                    KVGRPC_ADMIN_PASSWORD=self.env["KVGRPC_ADMIN_PASSWORD"],
+                    KVGRPC_REPL_PASSWORD=self.env["KVGRPC_REPL_PASSWORD"], **extra)
 
     def _endpoint(self, url: str) -> MySQLEndpoint:
         user = urllib.parse.urlsplit(url).username

@@ -7,6 +7,10 @@
         compares master and replica: row counts, checksums over key ranges, differing keys
     kvgrpc-admin restore --from REPLICA_URL --to MASTER_URL
         rebuilds an emptied or replaced master from a replica, then re-attaches the replica
+    kvgrpc-admin switchover --master URL --replica URL [--replica URL ...] --to URL
+        makes that replica the master, without losing a write; the old master follows it
+    kvgrpc-admin failover --master URL --replica URL [--replica URL ...]
+        the master is lost: promotes the replica that has received the most; prints it
 
 Every command takes ``--dry-run``: it reads what it needs and prints what it would do,
 changing nothing. Commands that change servers put back what they changed when a step
@@ -28,7 +32,7 @@ import sys
 from collections.abc import Sequence
 
 from kvgrpc.client import DEFAULT_TARGET, KeyValueClient
-from kvgrpc.errors import KvError
+from kvgrpc.errors import InvalidArgument, KvError
 from kvgrpc.store import MySQLEndpoint
 
 
@@ -82,6 +86,47 @@ def _restore(args, out) -> int:
     return 0
 
 
+def _topology(args) -> tuple:
+    master = args.master or os.environ.get("KVGRPC_ADMIN_MASTER_URL")
+    replicas = args.replica or [u for u in os.environ.get("KVGRPC_ADMIN_REPLICA_URL", "").split(",") if u]
+    if not master or not replicas:
+        raise InvalidArgument("give the master and the replicas: --master URL --replica URL ... "
+                              "(or KVGRPC_ADMIN_MASTER_URL, KVGRPC_ADMIN_REPLICA_URL)")
+    return _endpoint(master), [_endpoint(u) for u in replicas]
+
+
+def _report(change, out) -> int:
+    for endpoint in change.repointed:
+        print(f"repointed: {endpoint}", file=out)
+    for line in change.left_out:
+        print(f"NOT repointed: {line}", file=out)
+    print(f"new master: {change.new_master}", file=out)
+    return 0
+
+
+def _switchover(args, out) -> int:
+    from kvgrpc.ops.mysql_admin import switchover
+
+    master, replicas = _topology(args)
+    change = switchover(master, replicas, _endpoint(args.to), repl_user=args.repl_user,
+                        repl_password=os.environ.get("KVGRPC_REPL_PASSWORD", ""), dry_run=args.dry_run,
+                        wait=args.wait, log=lambda line: print(line, file=out, flush=True))
+    if not args.dry_run and change.changed:
+        print(f"switchover done in {change.seconds:.2f} s", file=out)
+    return _report(change, out) if not args.dry_run else 0
+
+
+def _failover(args, out) -> int:
+    from kvgrpc.ops.mysql_admin import failover
+
+    master, replicas = _topology(args)
+    change = failover(master, replicas, dry_run=args.dry_run, wait=args.wait,
+                      log=lambda line: print(line, file=out, flush=True))
+    if not args.dry_run and change.changed:
+        print(f"failover done in {change.seconds:.2f} s", file=out)
+    return _report(change, out) if not args.dry_run else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvgrpc-admin", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,7 +142,18 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("--from", dest="source", required=True, metavar="REPLICA_URL")
     rst.add_argument("--to", dest="target", required=True, metavar="MASTER_URL")
     rst.add_argument("--force", action="store_true", help="overwrite a master that has data")
-    for command in (status, chk, rst):
+    sw = sub.add_parser("switchover", help="make a replica the master, without losing a write")
+    fo = sub.add_parser("failover", help="the master is lost: promote the most advanced replica")
+    for command in (sw, fo):
+        command.add_argument("--master", metavar="URL", help="the (old) master (default: $KVGRPC_ADMIN_MASTER_URL)")
+        command.add_argument("--replica", metavar="URL", action="append",
+                             help="a replica; repeat for each (default: $KVGRPC_ADMIN_REPLICA_URL)")
+        command.add_argument("--wait", type=float, default=30.0,
+                             help="seconds the new master may take to apply what it received (default 30)")
+    sw.add_argument("--to", required=True, metavar="URL", help="the replica to promote")
+    sw.add_argument("--repl-user", default="", help="replication account for the old master "
+                    "(default: the one the new master replicates with; password: $KVGRPC_REPL_PASSWORD)")
+    for command in (status, chk, rst, sw, fo):
         command.add_argument("--dry-run", action="store_true",
                              help="print what would be done; change nothing")
     return p
@@ -106,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out=None) -> int:
     out = out or sys.stdout
     args = _parser().parse_args(argv)
-    command = {"status": _status, "check": _check, "restore": _restore}[args.command]
+    command = {"status": _status, "check": _check, "restore": _restore, "switchover": _switchover,
+               "failover": _failover}[args.command]
     try:
         return command(args, out)
     except KvError as exc:

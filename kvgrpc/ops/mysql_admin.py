@@ -4,6 +4,8 @@
   ranges, then the differing keys inside ranges whose checksums differ. Changes nothing.
 - :func:`restore` rebuilds an emptied or replaced master from a replica (the original
   design's restore path) and re-attaches the replica to it.
+- :func:`switchover` makes a replica the master without losing a write (planned).
+- :func:`failover` promotes the most advanced replica when the master is lost.
 
 Every command that changes a server runs as a :class:`Plan`: steps in order, each with the
 step that undoes it; on any error the undo steps of what was done run in reverse, so the
@@ -346,3 +348,282 @@ def _copy_table(src, dst, table: str, batch: int) -> int:
     read.close()
     write.close()
     return copied
+
+
+# --------------------------------------------------------------------------------------
+# Switchover and failover
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """What :func:`probe` saw of one server (``cnx`` is None when it is unreachable)."""
+
+    endpoint: MySQLEndpoint
+    cnx: object | None = None
+    problem: str = ""
+    read_only: bool = True
+    server_id: int = 0
+    binlog_pos: str = ""
+    slave_pos: str = ""
+    log_bin: bool = False
+    log_slave_updates: bool = False
+    slave: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> bool:
+        return self.cnx is not None
+
+    @property
+    def received(self) -> str:
+        """The GTID position it has received (relay log included)."""
+        return self.slave.get("Gtid_IO_Pos") or self.slave_pos
+
+    @property
+    def is_master(self) -> bool:
+        """Writable and replicating from nobody."""
+        return self.reachable and not self.read_only and not self.slave
+
+    def replicates_from(self, endpoint: MySQLEndpoint) -> bool:
+        return bool(self.slave) and _same_server(self.slave.get("Master_Host", ""),
+                                                 int(self.slave.get("Master_Port") or 0), endpoint)
+
+    def close(self) -> None:
+        if self.cnx is not None:
+            self.cnx.close()
+
+
+def probe(endpoint: MySQLEndpoint, timeout: int = 3) -> Node:
+    """Connects and reads the server's replication state; never raises for an
+    unreachable server (``problem`` says why)."""
+    import mysql.connector
+
+    node = Node(endpoint)
+    try:
+        node.cnx = endpoint.connect(database=False, autocommit=True, connection_timeout=timeout)
+    except (mysql.connector.Error, TlsNotActive) as exc:
+        node.problem = getattr(exc, "msg", None) or str(exc)
+        return node
+    row = _one(node.cnx, "SELECT @@GLOBAL.read_only, @@GLOBAL.server_id, @@GLOBAL.gtid_binlog_pos, "
+                         "@@GLOBAL.gtid_slave_pos, @@GLOBAL.log_bin, @@GLOBAL.log_slave_updates")
+    node.read_only, node.server_id = bool(int(row[0])), int(row[1])
+    node.binlog_pos, node.slave_pos = str(row[2] or ""), str(row[3] or "")
+    node.log_bin, node.log_slave_updates = bool(int(row[4])), bool(int(row[5]))
+    node.slave = slave_status(node.cnx)
+    return node
+
+
+def _repoint(node: Node, to: MySQLEndpoint) -> Callable[[], None]:
+    def run() -> None:
+        _exec(node.cnx, "STOP SLAVE")
+        cur = node.cnx.cursor()
+        cur.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USE_GTID = slave_pos",
+                    (to.host, to.port))
+        cur.close()
+        _exec(node.cnx, "START SLAVE")
+    return run
+
+
+@dataclass
+class TopologyChange:
+    """What :func:`switchover` or :func:`failover` did."""
+
+    new_master: MySQLEndpoint
+    repointed: list[MySQLEndpoint]
+    left_out: list[str]  # endpoints not repointed, with the reason
+    seconds: float
+    changed: bool = True
+
+
+def _one_master_already(nodes: list[Node]) -> Node | None:
+    """The node that is already the only master with every other reachable node
+    replicating from it (a finished switchover or failover), if there is one."""
+    masters = [n for n in nodes if n.is_master]
+    if len(masters) != 1:
+        return None
+    others = [n for n in nodes if n.reachable and n is not masters[0]]
+    return masters[0] if all(n.replicates_from(masters[0].endpoint) for n in others) else None
+
+
+def failover(master: MySQLEndpoint, replicas: list[MySQLEndpoint], *, dry_run: bool = False,
+             wait: float = 30.0, log: Callable[[str], None] = _LOGGER.info) -> TopologyChange:
+    """Promotes the most advanced replica when the master is lost, and repoints the others.
+
+    Picks, among the reachable replicas, the one that has *received* the most (its relay log
+    included: with semi-sync AFTER_SYNC every acknowledged write is on at least one replica),
+    lets it apply its relay log (up to ``wait`` seconds), repoints the other reachable
+    replicas to it, opens it (read_only=0) and drops its replication settings. Refuses,
+    saying why, when the master is reachable (use :func:`switchover`), no replica is
+    reachable, the replicas have diverged, or the candidate cannot apply its relay log or
+    lacks a binlog. On any error before the end, what was done is undone. Idempotent: when
+    one of them is already the master of the others, nothing changes.
+    """
+    started = time.monotonic()
+    old = probe(master)
+    nodes = [probe(r) for r in replicas]
+    try:
+        done = _one_master_already(nodes)
+        if done is not None and not old.is_master:
+            log(f"nothing to do: {done.endpoint} is already the master of every reachable replica")
+            if old.reachable and not old.replicates_from(done.endpoint):
+                log(f"the old master {master} is up, read-only, and replicates from nobody: it may "
+                    "hold transactions no replica received; rebuild it as a replica")
+            return TopologyChange(done.endpoint, [], [], time.monotonic() - started, changed=False)
+        if old.reachable:
+            state = "writable" if not old.read_only else "read-only"
+            raise FailedPrecondition(
+                f"the master {master} is reachable ({state}): failover is for a lost master; "
+                "use switchover --to REPLICA for a planned change without loss")
+        log(f"the master {master} is unreachable: {old.problem}")
+        reachable = [n for n in nodes if n.reachable]
+        for n in nodes:
+            if not n.reachable:
+                log(f"replica {n.endpoint} is unreachable ({n.problem}); it will not be repointed")
+        if not reachable:
+            raise FailedPrecondition("no replica is reachable: none can be promoted")
+        for n in reachable:
+            log(f"replica {n.endpoint}: received {n.received or '(nothing)'}, applied "
+                f"{n.slave_pos or '(nothing)'}")
+        leaders = [n for n in reachable if all(gtid_covers(n.received, o.received) for o in reachable)]
+        if not leaders:
+            raise FailedPrecondition(
+                "the replicas have diverged (none has received everything the others have: "
+                + "; ".join(f"{n.endpoint} at {n.received}" for n in reachable)
+                + "): promoting any would lose transactions; resolve by hand")
+        # Among equals: the one that has applied the most, then the lowest server id.
+        candidate = sorted(leaders, key=lambda n: (-sum(s for s, _ in gtid_positions(n.slave_pos).values()),
+                                                   n.server_id))[0]
+        if candidate.slave.get("Last_SQL_Errno", "0") not in ("", "0"):
+            raise FailedPrecondition(
+                f"{candidate.endpoint} has everything but cannot apply its relay log (SQL thread "
+                f"error {candidate.slave['Last_SQL_Errno']}: {candidate.slave.get('Last_SQL_Error')})")
+        if not (candidate.log_bin and candidate.log_slave_updates):
+            raise FailedPrecondition(
+                f"{candidate.endpoint} cannot lead replicas: it needs log_bin and log_slave_updates")
+        others = [n for n in reachable if n is not candidate]
+        log(f"promoting {candidate.endpoint} (received {candidate.received})")
+        with Plan(log, dry_run) as plan:
+            io_running = candidate.slave.get("Slave_IO_Running") in ("Yes", "Connecting")
+            plan.step(f"stop fetching from the lost master on {candidate.endpoint}",
+                      lambda: _exec(candidate.cnx, "STOP SLAVE IO_THREAD"),
+                      (f"START SLAVE IO_THREAD on {candidate.endpoint}",
+                       lambda: _exec(candidate.cnx, "START SLAVE IO_THREAD")) if io_running else None)
+            plan.step(f"let {candidate.endpoint} apply its relay log up to {candidate.received} "
+                      f"(at most {wait:g} s)", lambda: _wait_applied(candidate, candidate.received, wait))
+            plan.step(f"stop replication on {candidate.endpoint}", lambda: _exec(candidate.cnx, "STOP SLAVE"),
+                      (f"START SLAVE on {candidate.endpoint}", lambda: _exec(candidate.cnx, "START SLAVE")))
+            for n in others:
+                plan.step(f"repoint {n.endpoint} to {candidate.endpoint}", _repoint(n, candidate.endpoint),
+                          (f"repoint {n.endpoint} back to {master}", _repoint(n, master)))
+            plan.step(f"open {candidate.endpoint} for writes: SET GLOBAL read_only = 0",
+                      lambda: _exec(candidate.cnx, "SET GLOBAL read_only = 0"),
+                      (f"SET GLOBAL read_only = 1 on {candidate.endpoint}",
+                       lambda: _exec(candidate.cnx, "SET GLOBAL read_only = 1")))
+            plan.step(f"forget {candidate.endpoint}'s old master: RESET SLAVE ALL",
+                      lambda: _exec(candidate.cnx, "RESET SLAVE ALL"))
+        left_out = [f"{n.endpoint} (unreachable: repoint it to the new master by hand)"
+                    for n in nodes if not n.reachable]
+        return TopologyChange(candidate.endpoint, [n.endpoint for n in others], left_out,
+                              time.monotonic() - started, changed=not dry_run)
+    finally:
+        for n in (old, *nodes):
+            n.close()
+
+
+def _wait_applied(node: Node, position: str, wait: float) -> None:
+    if not position:
+        return
+    (result,) = _one(node.cnx, "SELECT MASTER_GTID_WAIT(%s, %s)", (position, wait))
+    if result != 0:
+        raise FailedPrecondition(f"{node.endpoint} did not apply up to {position} within {wait:g} s")
+
+
+def switchover(master: MySQLEndpoint, replicas: list[MySQLEndpoint], to: MySQLEndpoint, *,
+               repl_user: str = "", repl_password: str = "", dry_run: bool = False,
+               wait: float = 30.0, log: Callable[[str], None] = _LOGGER.info) -> TopologyChange:
+    """Makes the replica ``to`` the master without losing a write (a planned change).
+
+    Fences the master (read_only=1), waits up to ``wait`` seconds until ``to`` has applied
+    everything the master wrote, stops its replication, repoints the other reachable
+    replicas to it, attaches the old master as its replica (account ``repl_user`` /
+    ``repl_password``; the user defaults to the one ``to`` replicates with), opens ``to``
+    and drops its replication settings. On any error, what was done is undone (the master
+    is opened again). Idempotent: when ``to`` is already the master of the others, nothing
+    changes.
+    """
+    started = time.monotonic()
+    old = probe(master)
+    nodes = [probe(r) for r in replicas]
+    try:
+        target = next((n for n in nodes if _same_server(to.host, to.port, n.endpoint)), None)
+        if target is None:
+            raise FailedPrecondition(f"{to} is not one of the replicas given (--replica)")
+        done = _one_master_already([old, *nodes])
+        if done is target:
+            log(f"nothing to do: {to} is already the master of every reachable server")
+            return TopologyChange(to, [], [], time.monotonic() - started, changed=False)
+        if not old.reachable:
+            raise FailedPrecondition(f"the master {master} is unreachable ({old.problem}): use failover")
+        if not old.is_master:
+            raise FailedPrecondition(f"{master} is not a master (read-only, or replicating): "
+                                     "give the current master as --master")
+        if not target.reachable:
+            raise FailedPrecondition(f"{to} is unreachable ({target.problem})")
+        if not target.replicates_from(master) or target.slave.get("Slave_SQL_Running") != "Yes":
+            raise FailedPrecondition(f"{to} is not replicating from {master} (its SQL thread must run)")
+        if not (target.log_bin and target.log_slave_updates):
+            raise FailedPrecondition(f"{to} cannot lead replicas: it needs log_bin and log_slave_updates")
+        user = repl_user or target.slave.get("Master_User", "")
+        if not repl_password:
+            raise FailedPrecondition(
+                f"attaching the old master as a replica needs the replication account's password "
+                f"(user {user!r}; KVGRPC_REPL_PASSWORD)")
+        others = [n for n in nodes if n.reachable and n is not target]
+        ssl = ""
+        if target.slave.get("Master_SSL_Allowed") == "Yes":
+            ca = target.slave.get("Master_SSL_CA_File", "").replace("'", "''")
+            ssl = ", MASTER_SSL = 1" + (f", MASTER_SSL_CA = '{ca}'" if ca else "")
+        (was_slave_pos,) = _one(old.cnx, "SELECT @@GLOBAL.gtid_slave_pos")
+
+        def attach_old_master() -> None:
+            _exec(old.cnx, "SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+            cur = old.cnx.cursor()
+            cur.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, "
+                        f"MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1{ssl}",
+                        (to.host, to.port, user, repl_password))
+            cur.close()
+            _exec(old.cnx, "START SLAVE")
+
+        def detach_old_master() -> None:
+            _exec(old.cnx, "STOP SLAVE", "RESET SLAVE ALL")
+            cur = old.cnx.cursor()
+            cur.execute("SET GLOBAL gtid_slave_pos = %s", (was_slave_pos or "",))
+            cur.close()
+
+        with Plan(log, dry_run) as plan:
+            plan.step(f"fence the master {master}: SET GLOBAL read_only = 1",
+                      lambda: _exec(old.cnx, "SET GLOBAL read_only = 1"),
+                      (f"open {master} again: SET GLOBAL read_only = 0",
+                       lambda: _exec(old.cnx, "SET GLOBAL read_only = 0")))
+            position = old.binlog_pos
+            if not dry_run:
+                (position,) = _one(old.cnx, "SELECT @@GLOBAL.gtid_binlog_pos")
+            plan.step(f"wait until {to} has applied {position or '(nothing)'} (at most {wait:g} s)",
+                      lambda: _wait_applied(target, str(position or ""), wait))
+            plan.step(f"stop replication on {to}", lambda: _exec(target.cnx, "STOP SLAVE"),
+                      (f"START SLAVE on {to}", lambda: _exec(target.cnx, "START SLAVE")))
+            for n in others:
+                plan.step(f"repoint {n.endpoint} to {to}", _repoint(n, to),
+                          (f"repoint {n.endpoint} back to {master}", _repoint(n, master)))
+            plan.step(f"attach the old master {master} as a replica of {to}", attach_old_master,
+                      (f"detach {master} again", detach_old_master))
+            plan.step(f"open {to} for writes: SET GLOBAL read_only = 0",
+                      lambda: _exec(target.cnx, "SET GLOBAL read_only = 0"),
+                      (f"SET GLOBAL read_only = 1 on {to}", lambda: _exec(target.cnx, "SET GLOBAL read_only = 1")))
+            plan.step(f"forget {to}'s old master: RESET SLAVE ALL", lambda: _exec(target.cnx, "RESET SLAVE ALL"))
+        left_out = [f"{n.endpoint} (unreachable: repoint it to {to} by hand)" for n in nodes if not n.reachable]
+        return TopologyChange(to, [n.endpoint for n in others] + [master], left_out,
+                              time.monotonic() - started, changed=not dry_run)
+    finally:
+        for n in (old, *nodes):
+            n.close()

@@ -295,7 +295,7 @@ class Sandbox:
         names = ["KVGRPC_MASTER_URL", "KVGRPC_REPLICA_URL", "KVGRPC_MYSQL_PASSWORD",
                  "KVGRPC_WRITER_URL", "KVGRPC_READER_URL", "KVGRPC_FEED_URL",
                  "KVGRPC_ADMIN_MASTER_URL", "KVGRPC_ADMIN_REPLICA_URL", "KVGRPC_ADMIN_PASSWORD",
-                 "KVGRPC_SANDBOX_CA"]
+                 "KVGRPC_REPL_PASSWORD", "KVGRPC_SANDBOX_CA"]
         return "".join(f"export {n}={shlex.quote(env[n])}\n" for n in names if env.get(n))
 
     def _url(self, user: str, roles: Sequence[str]) -> str:
@@ -313,6 +313,9 @@ class Sandbox:
             "KVGRPC_ADMIN_MASTER_URL": self._url("kvgrpc_admin", ["master"]),
             "KVGRPC_ADMIN_REPLICA_URL": self._url("kvgrpc_admin", self.replica_roles),
             "KVGRPC_ADMIN_PASSWORD": passwords["admin"],
+            # For `kvgrpc-admin switchover` (attaching the old master as a replica).
+            "KVGRPC_REPL_USER": "repl",
+            "KVGRPC_REPL_PASSWORD": passwords["repl"],
         }
         if self.tls:
             values["KVGRPC_SANDBOX_CA"] = str(self.ca_file)
