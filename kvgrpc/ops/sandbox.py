@@ -581,8 +581,12 @@ user                 = root
             if result.returncode != 0:
                 raise SandboxError(f"openssl {cmd[0]} failed: {result.stderr.strip()}")
 
-    def _install_db(self, role: str, binaries: dict[str, str]) -> None:
-        argv = [binaries["mariadb-install-db"], f"--defaults-file={self.cnf(role)}",
+    def _install_db(self, role: str, binaries: dict[str, str], datadir: Path | None = None) -> None:
+        """mariadb-install-db into ``datadir`` (default: ``<role>/data.installed``, copied
+        from there to the nodes)."""
+        datadir = datadir or self.role_dir(role) / "data.installed"
+        datadir.mkdir(parents=True, exist_ok=True)
+        argv = [binaries["mariadb-install-db"], f"--defaults-file={self.cnf(role)}", f"--datadir={datadir}",
                 "--auth-root-authentication-method=normal", "--skip-test-db",
                 "--skip-name-resolve", "--force"]
         if os.geteuid() == 0:
@@ -591,6 +595,36 @@ user                 = root
         if result.returncode != 0:
             raise SandboxError(f"mariadb-install-db failed:\n{result.stdout}{result.stderr}"
                                f"{self._log_tail(role)}")
+
+    def _template(self, binaries: dict[str, str]) -> Path:
+        """A freshly installed datadir to copy: kept in a private cache directory
+        (``KVGRPC_SANDBOX_CACHE``, default ``~/.cache/kvgrpc``; ``0`` turns it off), one per
+        MariaDB build and layout version, made by mariadb-install-db on first use. Saves
+        install-db's ~0.6 s on every later ``up``."""
+        setting = os.environ.get("KVGRPC_SANDBOX_CACHE", "")
+        if setting == "0":
+            self._install_db("master", binaries)
+            return self.role_dir("master") / "data.installed"
+        base = Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvgrpc"
+        stats = [os.stat(binaries[name]) for name in ("mariadbd", "mariadb-install-db")]
+        key = "-".join(f"{int(st.st_mtime)}.{st.st_size}" for st in stats)
+        template = base / f"sandbox-datadir-v{_DATADIR_LAYOUT}-{os.geteuid()}-{key}"
+        if (template / "mysql").is_dir():
+            return template
+        self._install_db("master", binaries)
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            _LOGGER.info("no datadir cache (%s)", exc)
+            return self.role_dir("master") / "data.installed"
+        staging = Path(f"{template}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        _copy_datadir(self.role_dir("master") / "data.installed", staging)
+        try:
+            staging.rename(template)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+        return template
 
     def _repl_account_sql(self, password: str) -> list[str]:
         ssl = " REQUIRE SSL" if self.tls else ""
@@ -749,14 +783,12 @@ user                 = root
             self._write_cnf(role)
         with ThreadPoolExecutor(max_workers=len(self.roles)) as pool:
             certificates = pool.submit(self._make_certificates) if self.tls else None
-            # One install-db, copied for each replica: a fresh datadir holds no server
-            # identity (server_id, binlog and GTID state come from my.cnf and replication);
-            # mysql-test-run does the same. The copy is sparse (the redo log is mostly zeros).
-            self._install_db("master", binaries)
-            copies = [pool.submit(subprocess.run, ["cp", "-a", "--sparse=always", "--",
-                                                   f"{self.role_dir('master')}/data/.",
-                                                   f"{self.role_dir(role)}/data/"], check=True)
-                      for role in self.replica_roles]
+            # One install-db, copied for each node: a fresh datadir holds no server identity
+            # (server_id, binlog and GTID state come from my.cnf and replication);
+            # mysql-test-run does the same. The copy is kept (see _template) for the next up.
+            template = self._template(binaries)
+            copies = [pool.submit(_copy_datadir, template, self.role_dir(role) / "data")
+                      for role in self.roles]
             for future in copies:
                 future.result()
             if certificates is not None:
@@ -944,7 +976,7 @@ user                 = root
             shutil.rmtree(self.role_dir(role) / "data")
             self.pid_file(role).unlink(missing_ok=True)
             (self.role_dir(role) / "data").mkdir()
-            self._install_db(role, binaries)
+            self._install_db(role, binaries, self.role_dir(role) / "data")
             proc, offset = self._start_process(role, binaries)
             try:
                 self._wait_ready(role, proc, offset)
@@ -966,6 +998,19 @@ user                 = root
 # --------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------
+
+
+#: Bump when the generated my.cnf changes what mariadb-install-db writes (the cache key).
+_DATADIR_LAYOUT = 1
+
+
+def _copy_datadir(source: Path, target: Path) -> None:
+    """Copies a datadir (sparse: the redo log is mostly zeros)."""
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["cp", "-a", "--sparse=always", "--", f"{source}/.", f"{target}/"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SandboxError(f"copying a fresh datadir to {target} failed: {result.stderr.strip()}")
 
 
 def _read_env(path: Path) -> dict[str, str]:
