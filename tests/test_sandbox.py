@@ -72,7 +72,7 @@ def test_shell_interface_exports_urls_without_passwords(tmp_path):
         up = subprocess.run(["bash", str(script), "up"], env=env, capture_output=True, text=True, timeout=120)
         assert up.returncode == 0, up.stderr
         lines = up.stdout.splitlines()
-        assert all(line.startswith("export KVGRPC_") for line in lines)
+        assert all(line.startswith("export KVGRPC_") for line in lines), up.stdout
         names = {line[7:].split("=")[0] for line in lines}
         assert {"KVGRPC_MASTER_URL", "KVGRPC_REPLICA_URL", "KVGRPC_MYSQL_PASSWORD", "KVGRPC_WRITER_URL",
                 "KVGRPC_READER_URL", "KVGRPC_FEED_URL", "KVGRPC_ADMIN_MASTER_URL"} <= names
@@ -86,7 +86,8 @@ def test_shell_interface_exports_urls_without_passwords(tmp_path):
         cnx = _connect(config.master)
         cnx.close()
         status = subprocess.run(["bash", str(script), "status"], env=env, capture_output=True, text=True)
-        assert status.returncode == 0 and "Rpl_semi_sync_master_status=ON" in status.stdout
+        assert status.returncode == 0 and "Rpl_semi_sync_master_status=ON" in status.stdout, \
+            status.stdout + status.stderr
     finally:
         subprocess.run(["bash", str(script), "down", "--purge"], env=env, capture_output=True, timeout=120)
     assert not (tmp_path / "sb").exists()
