@@ -7,7 +7,6 @@ Each test has its own sandbox (it kills servers). Figures each test observed are
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess

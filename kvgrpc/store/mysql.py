@@ -342,8 +342,6 @@ class MySQLStore:
     # -- connections ---------------------------------------------------------------
 
     def _new_pool(self) -> _Pool:
-        import mysql.connector
-
         settings = dict(
             autocommit=True,
             connection_timeout=max(1, round(self._connect_timeout)),  # the C extension wants an int
