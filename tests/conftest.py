@@ -141,11 +141,11 @@ def sandbox(tmp_path_factory) -> Sandbox:
 @pytest.fixture
 def own_sandbox(tmp_path_factory):
     """A factory of MariaDB sandboxes for one test alone (fault tests kill servers):
-    ``own_sandbox(replicas=2)``. Stopped at the end of the test."""
+    ``own_sandbox(replicas=2)``, ``own_sandbox(tls=True)``. Stopped at the end of the test."""
     started: list[Sandbox] = []
 
-    def make(replicas: int = 1) -> Sandbox:
-        started.append(Sandbox.up(tmp_path_factory.mktemp("own-sandbox"), replicas))
+    def make(replicas: int = 1, *, tls: bool = False) -> Sandbox:
+        started.append(Sandbox.up(tmp_path_factory.mktemp("own-sandbox"), replicas, tls=tls))
         return started[-1]
 
     yield make

@@ -242,3 +242,8 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica2", root=True)[0]
     for role in ("master", "replica"):
         assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=role, root=True) == [(0,)]
+    # With every node gone there is nothing to promote: failover refuses and says why.
+    for role in ("replica2", "replica", "master"):
+        box.run("kill", role)
+    refused = admin(box, "failover")
+    assert refused.returncode == 1 and "no replica is reachable" in refused.stderr, refused.stderr
