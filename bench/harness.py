@@ -194,7 +194,14 @@ class Sandbox:
                        capture_output=True)
 
     def url(self, role: str) -> str:
-        return self.env[f"KVGRPC_{role.upper()}_URL"].split(",")[0]
+        """The role's URL with its account's password (the env file keeps them apart)."""
+        url = self.env[f"KVGRPC_{role.upper()}_URL"].split(",")[0]
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            password = self.env["KVGRPC_ADMIN_PASSWORD" if role.startswith("admin") else "KVGRPC_MYSQL_PASSWORD"]
+            netloc = f"{parts.username}:{urllib.parse.quote(password, safe='')}@{parts.hostname}:{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return url
 
     def pid(self, role: str) -> int:
         return int(self.env[f"KVGRPC_SANDBOX_{role.upper()}_PID"])

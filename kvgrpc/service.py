@@ -440,13 +440,18 @@ class KeyValueService:
             used, cursor = 0, after
             while len(found) < page.size:
                 want = min(SCAN_CHUNK, page.size - len(found))
-                chunk = store.scan(lower, upper, cursor, want, page.keys_only)
+                # The store holds back values past the budget (but always sends a chunk's
+                # first record, which may not fit once the page has some).
+                chunk, cut = store.scan_page(lower, upper, cursor, want, page.keys_only,
+                                             max(1, max_bytes - used))
                 for stored in chunk:
                     size = len(stored.key) + len(stored.value)
                     if found and used + size > max_bytes:
                         return found, True
                     found.append(stored)
                     used += size
+                if cut:
+                    return found, True
                 if len(chunk) < want:
                     return found, False
                 cursor = chunk[-1].key

@@ -1,5 +1,5 @@
 """Fixtures that start real things: the MariaDB master + replica sandbox (through the
-project's own scripts/mysql-sandbox.sh) and kvgrpc servers on port 0.
+project's own kvgrpc.ops.sandbox) and kvgrpc servers on port 0.
 
 Tests that need MariaDB never skip: if the sandbox cannot start, they fail.
 """
@@ -13,6 +13,7 @@ import random
 import socket
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
@@ -22,12 +23,12 @@ import mysql.connector
 import pytest
 
 from kvgrpc.client import KeyValueClient
+from kvgrpc.ops import sandbox as ops_sandbox
 from kvgrpc.server import ServerConfig, build_server
 from kvgrpc.store import MySQLEndpoint
 from tests.blocking_aio import BlockingAioClient
 
 REPO = Path(__file__).resolve().parent.parent
-SANDBOX_SCRIPT = REPO / "scripts" / "mysql-sandbox.sh"
 
 
 def _free_port_pair(count: int = 2) -> int:
@@ -47,53 +48,55 @@ def _free_port_pair(count: int = 2) -> int:
 
 @dataclass
 class Sandbox:
-    """A running MariaDB master + GTID replica(s) started by scripts/mysql-sandbox.sh."""
+    """A running MariaDB master + GTID replica(s) started by :mod:`kvgrpc.ops.sandbox`
+    (in this process; ``scripts/mysql-sandbox.sh`` runs the same code)."""
 
     dir: Path
+    box: ops_sandbox.Sandbox
     env: dict[str, str]
-    script_env: dict[str, str]
 
     @classmethod
-    def up(cls, directory: Path, replicas: int = 1) -> Sandbox:
-        script_env = dict(os.environ, KVGRPC_SANDBOX_DIR=str(directory),
-                          KVGRPC_SANDBOX_PORT=str(_free_port_pair(replicas + 1)),
-                          KVGRPC_SANDBOX_REPLICAS=str(replicas))
-        sandbox = cls(directory, {}, script_env)
+    def up(cls, directory: Path, replicas: int = 1, *, tls: bool = False) -> Sandbox:
+        box = ops_sandbox.Sandbox(directory, _free_port_pair(replicas + 1), replicas, tls)
+        box.validate()
+        sandbox = cls(directory, box, {})
         sandbox.run("up")
         return sandbox
 
-    def run(self, *args: str) -> None:
-        """Runs `mysql-sandbox.sh ARGS` on this sandbox (e.g. "kill", "replica"); fails the test on error."""
-        result = subprocess.run(["bash", str(SANDBOX_SCRIPT), *args], env=self.script_env,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.fail(f"mysql-sandbox.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}",
-                        pytrace=False)
-        self._load_env()
-
-    def _load_env(self) -> None:
-        path = self.dir / "env"
-        if not path.exists():
-            return
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                name, _, value = line.partition("=")
-                self.env[name.strip()] = value.strip().strip("'\"")
+    def run(self, command: str, *args: str) -> None:
+        """Runs a sandbox command on this sandbox (``up``, or ``kill``/``stop``/``start``/
+        ``wipe`` ROLE); fails the test on error."""
+        try:
+            getattr(self.box, command)(*args)
+        except ops_sandbox.SandboxError as exc:
+            pytest.fail(f"sandbox {command} {' '.join(args)} failed: {exc}", pytrace=False)
+        self.env = self.box.env()
 
     def down(self) -> None:
-        subprocess.run(["bash", str(SANDBOX_SCRIPT), "down", "--purge"], env=self.script_env,
-                       capture_output=True)
+        with contextlib.suppress(ops_sandbox.SandboxError):
+            self.box.down(purge=True)
+
+    def process_env(self, **extra: str) -> dict[str, str]:
+        """The environment for a kvgrpc process using this sandbox's URLs: the passwords."""
+        return dict(os.environ, KVGRPC_MYSQL_PASSWORD=self.env["KVGRPC_MYSQL_PASSWORD"],
+                    KVGRPC_ADMIN_PASSWORD=self.env["KVGRPC_ADMIN_PASSWORD"],
+                    KVGRPC_REPL_PASSWORD=self.env["KVGRPC_REPL_PASSWORD"], **extra)
+
+    def _endpoint(self, url: str) -> MySQLEndpoint:
+        user = urllib.parse.urlsplit(url).username
+        password = self.env["KVGRPC_ADMIN_PASSWORD" if user == "kvgrpc_admin" else "KVGRPC_MYSQL_PASSWORD"]
+        return MySQLEndpoint.from_url(url, password)
 
     def endpoint(self, name: str) -> MySQLEndpoint:
-        return MySQLEndpoint.from_url(self.env[name].split(",")[0])
+        return self._endpoint(self.env[name].split(",")[0])
 
     @property
     def replicas(self) -> tuple[MySQLEndpoint, ...]:
-        return tuple(MySQLEndpoint.from_url(url) for url in self.env["KVGRPC_REPLICA_URL"].split(","))
+        return tuple(self._endpoint(url) for url in self.env["KVGRPC_REPLICA_URL"].split(","))
 
     @property
     def master(self) -> MySQLEndpoint:
-        return MySQLEndpoint.from_url(self.env["KVGRPC_MASTER_URL"])
+        return self._endpoint(self.env["KVGRPC_MASTER_URL"])
 
     @property
     def replica(self) -> MySQLEndpoint:
@@ -140,11 +143,11 @@ def sandbox(tmp_path_factory) -> Sandbox:
 @pytest.fixture
 def own_sandbox(tmp_path_factory):
     """A factory of MariaDB sandboxes for one test alone (fault tests kill servers):
-    ``own_sandbox(replicas=2)``. Stopped at the end of the test."""
+    ``own_sandbox(replicas=2)``, ``own_sandbox(tls=True)``. Stopped at the end of the test."""
     started: list[Sandbox] = []
 
-    def make(replicas: int = 1) -> Sandbox:
-        started.append(Sandbox.up(tmp_path_factory.mktemp("own-sandbox"), replicas))
+    def make(replicas: int = 1, *, tls: bool = False) -> Sandbox:
+        started.append(Sandbox.up(tmp_path_factory.mktemp("own-sandbox"), replicas, tls=tls))
         return started[-1]
 
     yield make

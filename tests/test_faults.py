@@ -7,7 +7,6 @@ Each test has its own sandbox (it kills servers). Figures each test observed are
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -179,7 +178,7 @@ def test_server_killed_mid_stream_then_resume(own_sandbox, tmp_path, table_name)
             [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
              "--table", table_name, "--master", box.env["KVGRPC_MASTER_URL"],
              "--replica", box.env["KVGRPC_REPLICA_URL"]],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, env=box.process_env(),
         )
         for line in proc.stderr:
             if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
@@ -279,7 +278,7 @@ def test_master_data_destroyed_restored_from_replica(own_sandbox, start_server, 
 
         box.run("kill", "master")
         box.run("wipe", "master")  # a blank master at the same address
-        admin = dict(os.environ)
+        admin = box.process_env()
         started = time.monotonic()
         restore = subprocess.run(
             [sys.executable, "-m", "kvgrpc.admin", "restore",
@@ -295,9 +294,11 @@ def test_master_data_destroyed_restored_from_replica(own_sandbox, start_server, 
             [sys.executable, "-m", "kvgrpc.admin", "check", "--table", table_name,
              "--master", box.env["KVGRPC_ADMIN_MASTER_URL"],
              "--replica", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0]],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, env=admin, timeout=120,
         )
         assert check.returncode == 0 and check.stdout.strip().endswith("clean"), check.stdout
+        again = subprocess.run(restore.args, capture_output=True, text=True, env=admin, timeout=120)
+        assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
 
         # The same server, not restarted, writes again, and replication carries on.
         wait_until(lambda: _put_ok(kv, "after-restore"), timeout=20, what="writes after restore")
@@ -328,16 +329,17 @@ def test_check_lists_differing_keys(sandbox, mysql_server):
     cur.execute(f"UPDATE kvgrpc.`{table}` SET v = 'changed' WHERE k = 'c02000'")
     cnx.close()
     result = run_cli_admin("check", "--table", table, "--master", sandbox.env["KVGRPC_ADMIN_MASTER_URL"],
-                           "--replica", sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0])
+                           "--replica", sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0],
+                           env=sandbox.process_env())
     assert result.returncode == 1
     assert "master 2500 rows, replica 2501 rows" in result.stdout
     assert "differs: c01000x" in result.stdout and "differs: c02000" in result.stdout
     assert result.stdout.count("differs:") == 2 and result.stdout.strip().endswith("DIFFERENT")
 
 
-def run_cli_admin(*args: str) -> subprocess.CompletedProcess:
+def run_cli_admin(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvgrpc.admin", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_admin_status_prints_each_endpoint(own_sandbox, start_server, table_name):
@@ -359,3 +361,35 @@ def test_admin_status_prints_each_endpoint(own_sandbox, start_server, table_name
     assert degraded.returncode == 1
     assert degraded.stdout.splitlines()[2].startswith("replica   NO        NO")
     assert "unreachable" in degraded.stdout
+
+
+def test_restore_puts_back_what_it_changed_when_a_step_fails(own_sandbox, start_server, table_name):
+    """A table the target refuses to drop (another table references it) makes restore fail
+    after it fenced the master and stopped the replica: both are put back. --dry-run
+    changes nothing."""
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client() as kv:
+        kv.put("k", b"v")
+    box.wait_for_replica()
+    for role, tables in (("replica", ["aparent"]), ("master", ["aparent", "achild"])):
+        cnx = box.connect(role, root=True)
+        cur = cnx.cursor()
+        cur.execute("SET SESSION sql_log_bin = 0")  # on this node alone
+        cur.execute("CREATE TABLE kvgrpc.aparent (id INT PRIMARY KEY)")
+        if "achild" in tables:
+            cur.execute("CREATE TABLE kvgrpc.achild (id INT, FOREIGN KEY (id) REFERENCES aparent (id))")
+        cnx.close()
+    urls = ["--from", box.env["KVGRPC_ADMIN_REPLICA_URL"], "--to", box.env["KVGRPC_ADMIN_MASTER_URL"]]
+    dry = run_cli_admin("restore", *urls, "--force", "--dry-run", env=box.process_env())
+    assert dry.returncode == 0, dry.stderr
+    assert "would: fence the target master" in dry.stdout and "would: copy table aparent" in dry.stdout
+    assert box.query("SELECT @@read_only", role="master", root=True) == [(0,)]
+    failed = run_cli_admin("restore", *urls, "--force", env=box.process_env())
+    assert failed.returncode == 1 and "foreign key" in failed.stderr, failed.stderr
+    assert "undo: START SLAVE on the source replica" in failed.stdout
+    assert box.query("SELECT @@read_only", role="master", root=True) == [(0,)]
+    status = box.box.slave_status("replica")
+    assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
+    with server.client() as kv:
+        kv.put("k", b"after")  # the master still takes writes

@@ -309,7 +309,7 @@ def _server_process(box, table: str, port: int = 0):
         [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", str(port),
          "--table", table, "--master", box.env["KVGRPC_MASTER_URL"],
          "--replica", box.env["KVGRPC_REPLICA_URL"]],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=box.process_env(),
     )
     for line in proc.stderr:
         if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):

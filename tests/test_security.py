@@ -98,9 +98,9 @@ def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki, c
 def test_cli_with_tls_and_token_and_no_secret_in_server_log(tmp_path, pki, sandbox):
     token_file = tmp_path / "tokens"
     token_file.write_text(f"# tokens\n{TOKEN}\n")
-    env = dict(os.environ, KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
-               KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
-    password = re.match(r"mysql://[^:]+:([^@]+)@", sandbox.env["KVGRPC_MASTER_URL"]).group(1)
+    env = sandbox.process_env(KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
+                              KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
+    password = sandbox.env["KVGRPC_MYSQL_PASSWORD"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
          "--table", f"sec{os.getpid()}", "--auth-tokens-file", str(token_file),

@@ -188,7 +188,10 @@ class Store(Protocol):
     brought into the server's memory.
     ``scan(lower, upper, after, limit, keys_only)`` returns up to ``limit`` records with
     ``lower <= key < upper`` (``upper`` None: no end) and ``key > after`` (if given), in
-    bytewise key order; with ``keys_only`` their values are empty.
+    bytewise key order; with ``keys_only`` their values are empty. ``scan_page(...,
+    max_bytes)`` is the same with a byte budget: it stops before the first record that
+    would take the keys and values past ``max_bytes`` (the first record always comes) and
+    says whether it stopped for that; values past the budget never reach this process.
 
     Replication (endpoints without replication answer trivially):
     - ``has_applied(token, timeout)`` waits up to ``timeout`` seconds until the endpoint
@@ -242,6 +245,9 @@ class Store(Protocol):
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]: ...
 
+    def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+                  keys_only: bool, max_bytes: int) -> tuple[list[StoredRecord], bool]: ...
+
     def has_applied(self, token: str, timeout: float) -> bool: ...
 
     def write_heartbeat(self) -> None: ...
@@ -277,9 +283,14 @@ def version_conflict(expected: int, current: int) -> FailedPrecondition:
 
 
 def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: bytes | None,
-               limit: int, keys_only: bool) -> tuple[str, tuple]:
+               limit: int, keys_only: bool, max_bytes: int | None = None) -> tuple[str, tuple]:
     """The SELECT of ``Store.scan`` for a quoted ``table`` and a placeholder ``mark``
-    (``%s`` or ``?``), with its parameters; rows are read back by :func:`scanned`."""
+    (``%s`` or ``?``), with its parameters; rows are read back by :func:`scanned`.
+
+    With ``max_bytes``, a value is sent only while the running total of keys and values
+    (in key order) stays within it — the first row always — so the rest never leaves the
+    database: the page of at most ``limit`` rows is taken first (a derived table, so the
+    window runs over it alone), then the running total over that page."""
     where, params = [f"k >= {mark}"], [lower]
     if upper is not None:
         where.append(f"k < {mark}")
@@ -289,13 +300,24 @@ def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: 
         params.append(after)
     columns = "k, version" if keys_only else "k, version, v"
     sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY k LIMIT {mark}"
-    return sql, (*params, limit)
+    params.append(limit)
+    if max_bytes is None or keys_only:
+        return sql, tuple(params)
+    sql = (f"SELECT k, version, CASE WHEN ROW_NUMBER() OVER w = 1 OR "
+           f"SUM(LENGTH(k) + LENGTH(v)) OVER w <= {mark} THEN v END "
+           f"FROM ({sql}) AS page WINDOW w AS (ORDER BY k) ORDER BY k")
+    return sql, (max_bytes, *params)  # the budget comes first in the text
 
 
-def scanned(rows) -> list[StoredRecord]:
-    """The records of the rows a :func:`scan_query` returned (no value when keys only)."""
-    return [StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1]))
-            for row in rows]
+def scanned(rows) -> tuple[list[StoredRecord], bool]:
+    """The records of the rows a :func:`scan_query` returned (no value when keys only),
+    up to the first row whose value the byte budget held back; and whether one did."""
+    records = []
+    for row in rows:
+        if len(row) > 2 and row[2] is None:
+            return records, True
+        records.append(StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1])))
+    return records, False
 
 
 def load_conflict(mark: LoadMark, found: int) -> Aborted:

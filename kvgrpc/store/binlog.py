@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import struct
 from collections.abc import Callable, Iterator
 
@@ -210,7 +211,15 @@ def _lost(exc: Exception) -> KvError:
 
 
 class _StreamConnection(pymysql.connections.Connection):
-    """The binlog stream's connection: a broken link raises :class:`_StreamLost`."""
+    """The binlog stream's connection: a broken link raises :class:`_StreamLost`; an
+    ``ssl`` setting (``MySQLEndpoint.pymysql_settings``: ssl-mode REQUIRED or stronger)
+    that did not end up encrypting fails (older PyMySQL fall back to plaintext silently)."""
+
+    def connect(self, *args, **kwargs):
+        super().connect(*args, **kwargs)
+        if self.ssl and getattr(self, "_ssl_required", True) and not isinstance(self._sock, ssl.SSLSocket):
+            self.close()
+            raise pymysql.OperationalError(2026, "the master does not encrypt the binlog connection")
 
     def _read_packet(self, *args, **kwargs):
         try:

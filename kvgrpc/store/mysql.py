@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -79,24 +80,55 @@ _NO_TABLE_ERRNO = 1146
 _DUPLICATE_KEY_ERRNO = 1062
 #: The database refuses a new connection: max_connections (1040) or max_user_connections (1203).
 _TOO_MANY_CONNECTIONS_ERRNOS = frozenset({1040, 1203})
+#: Driver messages of a failed TLS set-up (both drivers, OpenSSL's words).
+_TLS_FAILURE = re.compile(r"SSL|TLS|certificate|encrypt", re.IGNORECASE)
+
+
+#: ``ssl-mode`` values (the MySQL client's), weakest first.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+_URL_OPTIONS = ("ssl-mode", "ssl-ca", "ssl-cert", "ssl-key")
+
+
+class TlsNotActive(Exception):
+    """A connection that ``ssl-mode`` says must be encrypted is not (the server has TLS off).
+
+    ``errno`` 2026 (CR_SSL_CONNECTION_ERROR), so stores treat it as an unreachable server.
+    """
+
+    errno = 2026
 
 
 @dataclass(frozen=True)
 class MySQLEndpoint:
-    """Where one MySQL/MariaDB server is and how to log in. ``str()`` hides the password."""
+    """Where one MySQL/MariaDB server is and how to log in. ``str()`` hides the password.
+
+    TLS follows the MySQL client's ``--ssl-mode``: ``""`` (not given) and ``PREFERRED``
+    encrypt when the server offers it; ``REQUIRED`` refuses an unencrypted connection
+    but checks no certificate; ``VERIFY_CA`` also checks the server's certificate against
+    ``ssl_ca``; ``VERIFY_IDENTITY`` also checks that it names ``host``. ``ssl_cert`` and
+    ``ssl_key`` are a client certificate.
+    """
 
     host: str
     port: int
     user: str
     database: str
     password: str = field(default="", repr=False)
+    ssl_mode: str = ""
+    ssl_ca: str = ""
+    ssl_cert: str = ""
+    ssl_key: str = ""
 
     @classmethod
     def from_url(cls, url: str, default_password: str | None = None) -> MySQLEndpoint:
-        """Parses ``mysql://user[:password]@host[:port]/database``.
+        """Parses ``mysql://user[:password]@host[:port]/database[?options]``.
 
         A password absent from the URL is taken from ``default_password`` (the server
         passes ``KVGRPC_MYSQL_PASSWORD``), so none needs to appear on a command line.
+        Options are the MySQL client's: ``ssl-mode`` (DISABLED, PREFERRED, REQUIRED,
+        VERIFY_CA, VERIFY_IDENTITY), ``ssl-ca``, ``ssl-cert``, ``ssl-key`` (files). An
+        ``ssl-ca`` without ``ssl-mode`` means VERIFY_CA, as for the ``mysql`` client. Raises
+        InvalidArgument naming an unknown option, a bad value, or a missing file.
         """
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
@@ -107,6 +139,29 @@ class MySQLEndpoint:
         database = parts.path.lstrip("/")
         if not database or "/" in database:
             raise InvalidArgument(f"database URL {redact_url(url)!r} names no database")
+        options: dict[str, str] = {}
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            key = name.lower().replace("_", "-")
+            if key not in _URL_OPTIONS:
+                raise InvalidArgument(
+                    f"database URL {redact_url(url)!r}: unknown option {name!r} (known: "
+                    f"{', '.join(_URL_OPTIONS)})")
+            options[key] = value
+        mode = options.get("ssl-mode", "").upper().replace("-", "_")
+        if mode and mode not in SSL_MODES:
+            raise InvalidArgument(f"database URL {redact_url(url)!r}: ssl-mode {options['ssl-mode']!r} "
+                                  f"is not one of {', '.join(SSL_MODES)}")
+        if not mode and options.get("ssl-ca"):
+            mode = "VERIFY_CA"
+        if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and not options.get("ssl-ca"):
+            raise InvalidArgument(f"database URL {redact_url(url)!r}: ssl-mode={mode} needs "
+                                  "ssl-ca=FILE (the CA that signed the server's certificate)")
+        if bool(options.get("ssl-cert")) != bool(options.get("ssl-key")):
+            raise InvalidArgument(f"database URL {redact_url(url)!r}: ssl-cert and ssl-key go together")
+        for key in ("ssl-ca", "ssl-cert", "ssl-key"):
+            if options.get(key) and not os.path.isfile(options[key]):
+                raise InvalidArgument(f"database URL {redact_url(url)!r}: {key} file "
+                                      f"{options[key]!r} does not exist")
         password = urllib.parse.unquote(parts.password) if parts.password is not None else None
         return cls(
             host=parts.hostname,
@@ -114,10 +169,73 @@ class MySQLEndpoint:
             user=urllib.parse.unquote(parts.username or "root"),
             database=database,
             password=password if password is not None else (default_password or ""),
+            ssl_mode=mode,
+            ssl_ca=options.get("ssl-ca", ""),
+            ssl_cert=options.get("ssl-cert", ""),
+            ssl_key=options.get("ssl-key", ""),
         )
 
+    @property
+    def tls_required(self) -> bool:
+        """Whether a connection must be encrypted (REQUIRED or stronger)."""
+        return self.ssl_mode in ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+    def connector_settings(self, *, database: bool = True) -> dict:
+        """Keyword arguments of ``mysql.connector.connect`` for this endpoint (both drivers:
+        the C extension and pure Python take the same TLS arguments)."""
+        settings: dict = dict(host=self.host, port=self.port, user=self.user,
+                              password=self.password)
+        if database:
+            settings["database"] = self.database
+        if self.ssl_mode == "DISABLED":
+            settings["ssl_disabled"] = True
+        elif self.ssl_mode:
+            settings["ssl_disabled"] = False
+            if self.ssl_ca:
+                settings["ssl_ca"] = self.ssl_ca
+            if self.ssl_cert:
+                settings["ssl_cert"] = self.ssl_cert
+                settings["ssl_key"] = self.ssl_key
+            settings["ssl_verify_cert"] = self.ssl_mode in ("VERIFY_CA", "VERIFY_IDENTITY")
+            settings["ssl_verify_identity"] = self.ssl_mode == "VERIFY_IDENTITY"
+        return settings
+
+    def pymysql_settings(self) -> dict:
+        """Keyword arguments of ``pymysql.connect`` (the binlog feed's driver)."""
+        import ssl
+
+        settings: dict = dict(host=self.host, port=self.port, user=self.user, password=self.password)
+        if self.ssl_mode == "DISABLED":
+            settings["ssl_disabled"] = True
+        elif self.tls_required:
+            context = ssl.create_default_context(cafile=self.ssl_ca or None)
+            context.check_hostname = self.ssl_mode == "VERIFY_IDENTITY"
+            context.verify_mode = ssl.CERT_REQUIRED if self.ssl_mode != "REQUIRED" else ssl.CERT_NONE
+            if self.ssl_cert:
+                context.load_cert_chain(self.ssl_cert, self.ssl_key)
+            settings["ssl"] = context
+        return settings
+
+    def connect(self, *, database: bool = True, **extra):
+        """A new ``mysql.connector`` connection (``extra``: more ``connect`` arguments);
+        with REQUIRED or stronger, checked to be encrypted (a driver may fall back to
+        plaintext when the server has TLS off): raises :class:`TlsNotActive` if it is not."""
+        import mysql.connector
+
+        cnx = mysql.connector.connect(**self.connector_settings(database=database), **extra)
+        if self.tls_required:
+            cur = cnx.cursor()
+            cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            row = cur.fetchone()
+            cur.close()
+            if not row or not row[1]:
+                cnx.close()
+                raise TlsNotActive(f"{self} does not encrypt the connection (ssl-mode={self.ssl_mode})")
+        return cnx
+
     def __str__(self) -> str:
-        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+        mode = f"?ssl-mode={self.ssl_mode}" if self.ssl_mode else ""
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}{mode}"
 
 
 def redact_url(url: str) -> str:
@@ -257,14 +375,7 @@ class MySQLStore:
     # -- connections ---------------------------------------------------------------
 
     def _new_pool(self) -> _Pool:
-        import mysql.connector
-
         settings = dict(
-            host=self.endpoint.host,
-            port=self.endpoint.port,
-            user=self.endpoint.user,
-            password=self.endpoint.password,
-            database=self.endpoint.database,
             autocommit=True,
             connection_timeout=max(1, round(self._connect_timeout)),  # the C extension wants an int
             charset="utf8mb4",
@@ -273,7 +384,7 @@ class MySQLStore:
             allow_local_infile=self._bulk_load_dir is not None,
             allow_local_infile_in_path=self._bulk_load_dir,
         )
-        pool = _Pool(lambda: mysql.connector.connect(**settings))
+        pool = _Pool(lambda: self.endpoint.connect(**settings))  # with the endpoint's TLS
         cnx = pool.borrow()
         broken = True
         try:
@@ -331,7 +442,7 @@ class MySQLStore:
             yield
         except KvError:
             raise
-        except (mysql.connector.Error, *_C_ERRORS) as exc:
+        except (mysql.connector.Error, TlsNotActive, *_C_ERRORS) as exc:
             raise self._translate(exc) from exc
 
     def _translate(self, exc) -> KvError:
@@ -340,6 +451,11 @@ class MySQLStore:
         if errno in _CONNECTION_ERRNOS or (errno is None or errno == -1):
             _LOGGER.warning("%s is unreachable: %s", where, exc)
             self._drop_pool()
+            if self.endpoint.tls_required and _TLS_FAILURE.search(str(exc)):
+                return Unavailable(
+                    f"{where} failed the TLS check (ssl-mode={self.endpoint.ssl_mode}): its "
+                    "certificate is not signed by ssl-ca, does not name the host, or it does "
+                    "not encrypt; see the server log")
             return Unavailable(f"{where} is unreachable; retry later")
         if errno in _TOO_MANY_CONNECTIONS_ERRNOS:
             _LOGGER.warning("%s refuses new connections: %s", where, exc)
@@ -676,7 +792,12 @@ class MySQLStore:
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:
-        sql, params = scan_query(f"`{self.table}`", "%s", lower, upper, after, limit, keys_only)
+        return self.scan_page(lower, upper, after, limit, keys_only, None)[0]
+
+    def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+                  keys_only: bool, max_bytes: int | None) -> tuple[list[StoredRecord], bool]:
+        sql, params = scan_query(f"`{self.table}`", "%s", lower, upper, after, limit, keys_only,
+                                 max_bytes)
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(sql, params)
@@ -721,9 +842,8 @@ class MySQLStore:
             )
         from kvgrpc.store.binlog import BinlogFeed  # only servers that watch load the binlog reader
 
-        settings = dict(host=self.endpoint.host, port=self.endpoint.port,
-                        user=self.endpoint.user, password=self.endpoint.password)
-        return BinlogFeed(settings, self.endpoint.database, self.table, self._query_one)
+        return BinlogFeed(self.endpoint.pymysql_settings(), self.endpoint.database, self.table,
+                          self._query_one)
 
     def _query_one(self, sql: str) -> tuple:
         with self._connection() as cnx:

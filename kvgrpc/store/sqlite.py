@@ -307,7 +307,12 @@ class SQLiteStore:
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
              keys_only: bool = False) -> list[StoredRecord]:
-        sql, params = scan_query(f'"{self.table}"', "?", lower, upper, after, limit, keys_only)
+        return self.scan_page(lower, upper, after, limit, keys_only, None)[0]
+
+    def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
+                  keys_only: bool, max_bytes: int | None) -> tuple[list[StoredRecord], bool]:
+        sql, params = scan_query(f'"{self.table}"', "?", lower, upper, after, limit, keys_only,
+                                 max_bytes)
         with self._connection() as cnx:
             return scanned(cnx.execute(sql, params).fetchall())
 

@@ -1,0 +1,249 @@
+"""kvgrpc-admin switchover and failover against real master + replicas (the sandbox):
+no acknowledged write lost, refusals with reasons, undo on failure, idempotence."""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+
+from kvgrpc.errors import FailedPrecondition, KvError, NotFound, Unavailable
+from kvgrpc.ops.sandbox import role_name
+
+from .linearizability import Op, check
+from .test_consistency import wait_until
+
+
+def admin(box, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvgrpc.ops.admin", *args, "--master",
+                           box.env["KVGRPC_ADMIN_MASTER_URL"],
+                           *[a for url in box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",") for a in ("--replica", url)]],
+                          capture_output=True, text=True, env=box.process_env(), timeout=120)
+
+
+def new_master_role(box, output: str) -> str:
+    port = int(re.search(r"^new master: mysql://[^@]+@127\.0\.0\.1:(\d+)/", output, re.M).group(1))
+    return role_name(port - box.box.port)
+
+
+def topology(box) -> dict[str, tuple[int, str]]:
+    """role -> (read_only, the port it replicates from or ''), of the nodes that run."""
+    out = {}
+    for role in box.box.roles:
+        if not box.box.running_pid(role):
+            continue
+        (read_only,) = box.query("SELECT @@read_only", role=role, root=True)[0]
+        slave = box.box.slave_status(role)
+        out[role] = (read_only, slave.get("Master_Port", ""))
+    return out
+
+
+KEYS = [f"reg{i}" for i in range(8)]
+
+
+class Workload:
+    """8 writers (Put and compare-and-set) and 2 STRONG readers on 8 shared keys, spread
+    over the given clients (servers); records every operation for the history checker.
+    A thread stops at its first operation with an unknown outcome (UNAVAILABLE, deadline):
+    the master is gone."""
+
+    def __init__(self, clients, writers: int = 8, readers: int = 2) -> None:
+        self.history: list[Op] = []
+        self.errors: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._write, args=(clients[t % len(clients)], t), daemon=True)
+                         for t in range(writers)]
+        self._threads += [threading.Thread(target=self._read, args=(clients[t % len(clients)], t), daemon=True)
+                          for t in range(readers)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def acknowledged(self) -> int:
+        return sum(1 for op in self.history if op.kind != "get" and not op.unknown and not op.failed)
+
+    @property
+    def running(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    def _record(self, op: Op) -> None:
+        with self._lock:
+            self.history.append(op)
+
+    def _write(self, kv, t: int) -> None:
+        rng = random.Random(t)
+        versions: dict[str, int] = {}
+        i = 0
+        while not self._stop.is_set():
+            key, value = rng.choice(KEYS), f"{t}-{i}"
+            i += 1
+            cas = rng.random() < 0.5
+            op = Op(key, "cas" if cas else "put", time.monotonic(), value=value,
+                    expected=versions.get(key, 0) if cas else None)
+            try:
+                op.version = kv.put(key, value, expected_version=op.expected) if cas else kv.put(key, value)
+                op.end = time.monotonic()
+                versions[key] = op.version
+            except FailedPrecondition as exc:
+                op.end, op.failed = time.monotonic(), True
+                versions[key] = exc.current_version or 0
+            except KvError as exc:
+                self.errors.add(type(exc).__name__)
+                self._record(op)  # unknown outcome: end stays inf
+                return
+            self._record(op)
+
+    def _read(self, kv, t: int) -> None:
+        rng = random.Random(100 + t)
+        while not self._stop.is_set():
+            op = Op(rng.choice(KEYS), "get", time.monotonic())
+            try:
+                record = kv.get_record(op.key, consistency="strong")
+                op.value, op.version = record.value.decode(), record.version
+            except NotFound:
+                op.version = 0
+            except KvError as exc:
+                self.errors.add(type(exc).__name__)
+                return
+            op.end = time.monotonic()
+            self._record(op)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def test_history_checker_finds_lost_writes_and_stale_reads():
+    ok = [Op("k", "put", 0, 1, "a", version=1), Op("k", "cas", 0.5, 3, "b", expected=1, version=2),
+          Op("k", "get", 2, 4, "b", version=2), Op("k", "cas", 5, 6, "c", expected=1, failed=True),
+          Op("k", "put", 7, value="d")]  # unknown outcome
+    assert check(ok) == []
+    assert check([*ok, Op("k", "get", 8, 9, "d", version=3)]) == []  # the unknown put happened
+    assert check([*ok, Op("k", "get", 8, 9, "b", version=2)]) == []  # ... or not
+    assert check([*ok, Op("k", "get", 8, 9, "a", version=1)]) == ["k"]  # a lost write
+    assert check([Op("k", "put", 0, 1, "a", version=1), Op("k", "get", 2, 3, None, version=0)]) == ["k"]
+
+
+def test_failover_keeps_every_acknowledged_write(own_sandbox, start_server, table_name):
+    """Kill -9 the master under writers and STRONG readers through two servers, run
+    failover: the history of operations, ended by the new master's content, is
+    linearizable per key (every acknowledged write is there, and nothing no history allows)."""
+    box = own_sandbox(replicas=2)
+    servers = [start_server(master=box.master, replicas=box.replicas, table=table_name, require_semi_sync=True)
+               for _ in range(2)]
+    clients = [server.client(timeout=5) for server in servers]
+    workload = Workload(clients)
+    wait_until(lambda: workload.acknowledged > 400, what="writes acknowledged")
+    refused = admin(box, "failover")  # the master is up: not a failover
+    assert refused.returncode == 1 and "is reachable (writable)" in refused.stderr, refused.stderr
+    box.run("kill", "master")
+    killed = time.monotonic()
+    wait_until(lambda: workload.running == 0, timeout=30, what="every thread saw the master gone")
+    workload.stop()
+    assert workload.errors <= {"Unavailable", "DeadlineExceeded"}, workload.errors
+    dry = admin(box, "failover", "--dry-run")
+    assert dry.returncode == 0 and "would: open" in dry.stdout, dry.stdout + dry.stderr
+    failover_started = time.monotonic()
+    done = admin(box, "failover")
+    assert done.returncode == 0, done.stdout + done.stderr
+    print("\n" + done.stdout)
+    role = new_master_role(box, done.stdout)
+    other = next(r for r in ("replica", "replica2") if r != role)
+    # The new master's content ends the history: a lost acknowledged write, or a write no
+    # history allows, makes it non-linearizable.
+    final = time.monotonic()
+    rows = {k.decode(): (v.decode(), n) for k, v, n in
+            box.query(f"SELECT k, v, version FROM kvgrpc.`{table_name}`", role=role, root=True)}
+    history = workload.history + [Op(k, "get", final, final, value=rows.get(k, (None, 0))[0],
+                                     version=rows.get(k, (None, 0))[1]) for k in KEYS]
+    # Writes go on, through a server given the new topology, and reach the other replica.
+    new_master = box._endpoint(re.sub(r":\d+/", f":{box.box.port_of(role)}/", box.env["KVGRPC_MASTER_URL"]))
+    new_replica = box._endpoint(re.sub(r":\d+/", f":{box.box.port_of(other)}/", box.env["KVGRPC_MASTER_URL"]))
+    follower = start_server(master=new_master, replicas=(new_replica,), table=table_name, require_semi_sync=True)
+    with follower.client(timeout=5) as kv2:
+        wait_until(lambda: _put_ok(kv2, "after-failover"), timeout=20, what="writes on the new master")
+        back = time.monotonic() - failover_started
+        (pos,) = box.query("SELECT @@gtid_binlog_pos", role=role, root=True)[0]
+        assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=other, root=True) == [(0,)]
+    assert check(history) == []
+    assert topology(box)[other] == (1, str(box.box.port_of(role)))
+    again = admin(box, "failover")
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+    # The old master comes back read-only: a server still pointed at it cannot write there.
+    box.run("start", "master")
+    assert box.query("SELECT @@read_only", role="master", root=True) == [(1,)]
+    try:
+        clients[0].put("to-the-old-master", "x")
+        raise AssertionError("the old master took a write")
+    except Unavailable:
+        pass
+    for client in clients:
+        client.close()
+    print(f"failover: {workload.acknowledged} acknowledged writes, {len(workload.history)} operations "
+          f"in all, linearizable per key with the new master's final state; from running failover "
+          f"to the first write through a server on the new master {back:.2f} s (the kill was "
+          f"{failover_started - killed:.2f} s before failover started)")
+
+
+def _put_ok(kv, key: str) -> bool:
+    try:
+        kv.put(key, "x")
+        return True
+    except KvError:
+        return False
+
+
+def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
+    box = own_sandbox(replicas=2)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client() as kv:
+        for i in range(50):
+            kv.put(f"k{i}", "v")
+    to = box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[1]  # replica2
+    before = topology(box)
+
+    # Undo: a row lock held on replica2 blocks its SQL thread, so waiting for it to apply
+    # the master's last write times out after the master was fenced: the master is opened
+    # again, and nothing else has changed.
+    lock = box.connect("replica2", root=True)
+    cur = lock.cursor()
+    cur.execute("BEGIN")
+    cur.execute(f"SELECT * FROM kvgrpc.`{table_name}` WHERE k = 'k0' FOR UPDATE")
+    cur.fetchall()
+    with server.client() as kv:
+        kv.put("k0", "changed")
+    failed = admin(box, "switchover", "--to", to, "--wait", "1")
+    lock.close()
+    assert failed.returncode == 1 and "did not apply up to" in failed.stderr, failed.stdout + failed.stderr
+    assert "undo: open" in failed.stdout
+    assert topology(box) == before
+
+    dry = admin(box, "switchover", "--to", to, "--dry-run")
+    assert dry.returncode == 0 and "would: fence the master" in dry.stdout
+    assert topology(box) == before
+    done = admin(box, "switchover", "--to", to)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print("\n" + done.stdout)
+    assert new_master_role(box, done.stdout) == "replica2"
+    port = str(box.box.port_of("replica2"))
+    assert topology(box) == {"master": (1, port), "replica": (1, port), "replica2": (0, "")}
+    again = admin(box, "switchover", "--to", to)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    # Nothing lost; a write on the new master reaches the old one.
+    rows = box.query(f"SELECT COUNT(*) FROM kvgrpc.`{table_name}`", role="replica2", root=True)
+    assert rows == [(50,)]
+    box.query(f"INSERT INTO kvgrpc.`{table_name}` (k, v) VALUES ('on-new-master', 'x')", role="replica2",
+              root=True)
+    (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica2", root=True)[0]
+    for role in ("master", "replica"):
+        assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=role, root=True) == [(0,)]
+    # With every node gone there is nothing to promote: failover refuses and says why.
+    for role in ("replica2", "replica", "master"):
+        box.run("kill", role)
+    refused = admin(box, "failover")
+    assert refused.returncode == 1 and "no replica is reachable" in refused.stderr, refused.stderr
