@@ -123,7 +123,7 @@ class FakeMySQLServer:
             self._threads.append(thread)
 
     def _serve(self, sock: socket.socket, number: int) -> None:
-        sock.settimeout(5)
+        sock.settimeout(1)  # a client that stops answering (e.g. it refused a file) is dropped
         conn = _Conn(sock)
         try:
             self._handshake(conn, number)
@@ -131,7 +131,7 @@ class FakeMySQLServer:
             while not self._closed.is_set():
                 packet = conn.read()
                 command, body = packet[0], packet[1:]
-                if command == 0x01:  # COM_QUIT
+                if command in (0x01, 0x12):  # COM_QUIT; COM_BINLOG_DUMP: no binlog here
                     return
                 if command != 0x03:  # COM_PING, COM_INIT_DB, reset...: fine
                     conn.ok()
