@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.decoding import DecodeGuard
 from kvgrpc.auth import StreamLimitInterceptor, TokenAuthInterceptor, load_tokens, server_credentials
 from kvgrpc.metrics import Metrics
 from kvgrpc.deadlines import call_deadline, current as current_deadline
@@ -103,6 +104,12 @@ def _status_on_error(context: grpc.ServicerContext) -> Iterator[None]:
     if trailing:
         context.set_trailing_metadata(tuple(trailing))
     context.abort(getattr(grpc.StatusCode, status_name(error)), error.message)
+
+
+def _abort_with(context: grpc.ServicerContext, error: KvError) -> None:
+    """Ends the call with ``error``'s status (through :func:`_status_on_error`)."""
+    with _status_on_error(context):
+        raise error
 
 
 def _record_pb(record) -> kv_pb2.Record:
@@ -291,6 +298,7 @@ class KeyValueServer:
             interceptors.append(TokenAuthInterceptor(config.auth_tokens))
         self.stream_limit = StreamLimitInterceptor(config.max_streams_per_client)
         interceptors.append(self.stream_limit)
+        interceptors.append(DecodeGuard(_abort_with))  # innermost: undecodable -> INVALID_ARGUMENT
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="kvgrpc"),
             interceptors=interceptors,

@@ -29,6 +29,7 @@ from kvgrpc.records import (
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 from kvgrpc.store.base import Commit, KeyFilter
+from kvgrpc.tokens import token_kind
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ class CommitPolicy:
 MAX_SCAN_PAGE = 1000
 SCAN_CHUNK = 100
 _PAGE_TOKEN_PREFIX = "kvgrpc-scan-1:"
+#: The largest version or revision a client may name: a version one above it must still
+#: fit the int64 fields of the replies.
+MAX_VERSION = (1 << 63) - 2
+#: The largest staleness bound a read may give (max_staleness_ms is a uint32: ~49 days).
+MAX_STALENESS_SECONDS = ((1 << 32) - 1) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +197,9 @@ class KeyValueService:
         where = f"key {describe_key(key)}"
         k = check_key(key, where)
         v = check_value(value, where, self.limits)
-        if expected_version is not None and expected_version < 0:
-            raise InvalidArgument(f"{where}: expected_version must be 0 or more")
+        if expected_version is not None and not 0 <= expected_version <= MAX_VERSION:
+            raise InvalidArgument(f"{where}: expected_version {expected_version} is out of range: "
+                                  f"0 to {MAX_VERSION}")
         try:
             version, commit = self._write(lambda store: store.put(k, v, expected_version))
         except FailedPrecondition as exc:
@@ -269,8 +276,8 @@ class KeyValueService:
             keys = KeyFilter(prefix.encode("utf-8"))
             if len(keys.prefix) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
-        if start_revision is not None and start_revision < 0:
-            raise InvalidArgument("start_revision must be 0 or more")
+        if start_revision is not None and not 0 <= start_revision <= MAX_VERSION:
+            raise InvalidArgument(f"start_revision {start_revision} is out of range: 0 to {MAX_VERSION}")
         after = self.writer.head_revision() if start_revision is None else start_revision
         feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), keys)
         first = next(feed, None)  # raises if the feed cannot start from `after`
@@ -367,10 +374,14 @@ class KeyValueService:
 
     @staticmethod
     def _check_read_options(options: ReadOptions) -> None:
-        if options.max_staleness < 0:
-            raise InvalidArgument("max_staleness_ms must not be negative")
-        if len(options.min_token) > 4096:
-            raise InvalidArgument("min_write_token is too long to be a write token")
+        """Checks a read's options before any database call: the staleness bound, and that
+        a write token has the form of one (see :func:`kvgrpc.tokens.token_kind`)."""
+        if not 0 <= options.max_staleness <= MAX_STALENESS_SECONDS:
+            raise InvalidArgument(
+                f"max_staleness_ms {options.max_staleness * 1000:.0f} is out of range: "
+                f"0 to {MAX_STALENESS_SECONDS * 1000:.0f}"
+            )
+        token_kind(options.min_token, "read_options.min_write_token")
 
     # -- operations ----------------------------------------------------------------
 

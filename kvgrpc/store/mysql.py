@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
+from kvgrpc.tokens import token_kind
 from kvgrpc.errors import (
     Aborted,
     FailedPrecondition,
@@ -563,6 +564,13 @@ class MySQLStore:
     def has_applied(self, token: str, timeout: float) -> bool:
         if not token:
             return True
+        kind = token_kind(token)  # a malformed token never reaches the database
+        if kind != ("mariadb" if self._mariadb else "mysql"):
+            raise InvalidArgument(
+                f"read_options.min_write_token is a {'MariaDB' if kind == 'mariadb' else 'MySQL'} "
+                f"GTID, but the database is {'MariaDB' if self._mariadb else 'MySQL'}: "
+                "pass a token a write to this database returned"
+            )
         sql = ("SELECT MASTER_GTID_WAIT(%s, %s)" if self._mariadb
                else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)")
         with self._connection() as cnx:
