@@ -23,8 +23,6 @@ from kvgrpc.errors import InvalidArgument
 from kvgrpc.logs import RateLimitedLog
 
 _LOGGER = logging.getLogger(__name__)
-#: One line per method when the first undecodable request comes, then at most one a minute.
-_REJECTED = RateLimitedLog(_LOGGER)
 
 
 class Undecodable:
@@ -51,10 +49,13 @@ def deserializer(parse: Callable[[bytes], object], method: str = "") -> Callable
     return parse_or_flag
 
 
-def undecodable_error(request: Undecodable, index: int | None = None) -> InvalidArgument:
+def undecodable_error(request: Undecodable, index: int | None = None, *,
+                      log: RateLimitedLog | None = None) -> InvalidArgument:
     """The error for an undecodable request (``index``: its place in a request stream),
-    logged once per method and then at most once a minute."""
-    _REJECTED.warning(request.method, "rejected an undecodable %s request (%s: not protobuf, "
+    logged through ``log`` (one line per method, then at most one a minute); a new
+    server should pass one ``RateLimitedLog(logging.getLogger("kvgrpc.decoding"))``."""
+    log = log or RateLimitedLog(_LOGGER)
+    log.warning(request.method, "rejected an undecodable %s request (%s: not protobuf, "
                       "or a string field that is not UTF-8)", request.method or "gRPC", request.reason)
     where = "the request" if index is None else f"message {index} of the stream"
     return InvalidArgument(
@@ -74,6 +75,8 @@ class DecodeGuard(grpc.ServerInterceptor):
 
     def __init__(self, abort: Callable[[grpc.ServicerContext, InvalidArgument], None]) -> None:
         self._abort = abort
+        # One line per method when the first undecodable request comes, then one a minute.
+        self._log = RateLimitedLog(_LOGGER)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -81,7 +84,7 @@ class DecodeGuard(grpc.ServerInterceptor):
             return handler
         method = handler_call_details.method
         parse = deserializer(handler.request_deserializer, method)
-        abort = self._abort
+        abort, log = self._abort, self._log
 
         if handler.request_streaming and handler.response_streaming:
             return handler  # bidi (reflection): not ours to answer for
@@ -89,7 +92,7 @@ class DecodeGuard(grpc.ServerInterceptor):
             def messages(requests) -> Iterator[object]:
                 for index, request in enumerate(requests):
                     if isinstance(request, Undecodable):
-                        raise undecodable_error(request, index)  # the handler maps it
+                        raise undecodable_error(request, index, log=log)  # the handler maps it
                     yield request
 
             behavior = handler.stream_unary
@@ -100,14 +103,14 @@ class DecodeGuard(grpc.ServerInterceptor):
         def checked(behavior):
             def call(request, context):
                 if isinstance(request, Undecodable):
-                    abort(context, undecodable_error(request))
+                    abort(context, undecodable_error(request, log=log))
                 return behavior(request, context)
             return call
 
         if handler.response_streaming:
             def streamed(request, context):
                 if isinstance(request, Undecodable):
-                    abort(context, undecodable_error(request))
+                    abort(context, undecodable_error(request, log=log))
                 yield from handler.unary_stream(request, context)
 
             return grpc.unary_stream_rpc_method_handler(streamed, parse, handler.response_serializer)

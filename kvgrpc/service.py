@@ -198,8 +198,8 @@ class KeyValueService:
         k = check_key(key, where)
         v = check_value(value, where, self.limits)
         if expected_version is not None and not 0 <= expected_version <= MAX_VERSION:
-            raise InvalidArgument(f"{where}: expected_version {expected_version} is out of range: "
-                                  f"0 to {MAX_VERSION}")
+            raise InvalidArgument(f"{where}: expected_version must be 0 or more and at most "
+                                  f"{MAX_VERSION}, not {expected_version}")
         try:
             version, commit = self._write(lambda store: store.put(k, v, expected_version))
         except FailedPrecondition as exc:
@@ -277,7 +277,8 @@ class KeyValueService:
             if len(keys.prefix) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
         if start_revision is not None and not 0 <= start_revision <= MAX_VERSION:
-            raise InvalidArgument(f"start_revision {start_revision} is out of range: 0 to {MAX_VERSION}")
+            raise InvalidArgument(f"start_revision must be 0 or more and at most {MAX_VERSION}, "
+                                  f"not {start_revision}")
         after = self.writer.head_revision() if start_revision is None else start_revision
         feed = self.writer.changes(after, lambda: cancelled() or self._closing.is_set(), keys)
         first = next(feed, None)  # raises if the feed cannot start from `after`
