@@ -1,7 +1,7 @@
 """The dependency floors in setup.cfg are versions the code works with: a virtualenv with
 exactly the floors (``name==floor`` for every ``name>=floor`` of install_requires and the
 server extra) runs a smoke test — import, a SQLite server's Put/Get/Watch, and a MySQL Put,
-Delete and bulk StreamPut through the sandbox.
+Delete and bulk StreamPut through the sandbox (a server, and a store on each driver).
 
 The venv is kept between runs under ~/.cache/kvgrpc-floors (one per set of floors), so
 after the first run this costs a few seconds; pip's cache serves the packages.
@@ -57,6 +57,19 @@ try:
         assert kv.get("b299", consistency="strong") == b"x"
 finally:
     server.stop(grace=1)
+# Both drivers: the pure-Python one is what runs when the C extension fails to load, and
+# 9.1's pure-Python cursor had no nextset() (every Put and Delete failed).
+from kvgrpc.store import MySQLStore
+for options in ({}, {"use_pure": True}):
+    store = MySQLStore(MySQLEndpoint.from_url(os.environ["SMOKE_MASTER_URL"]), os.environ["SMOKE_TABLE"],
+                       create_table=True, driver_options=options)
+    try:
+        version, commit = store.put(b"d", b"1")
+        assert version >= 1 and commit.token, commit
+        assert store.delete(b"d")[0]
+        store.put_many([(b"p%d" % i, b"x") for i in range(300)])
+    finally:
+        store.close()
 print("smoke ok", mysql.connector.__version__, "C extension" if mysql.connector.HAVE_CEXT else "pure")
 '''
 
