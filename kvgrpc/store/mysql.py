@@ -158,6 +158,13 @@ class MySQLStore:
     acknowledged if semi-synchronous replication is active after its commit, i.e. a
     replica confirmed it; otherwise it raises Unavailable (the write may be on the master
     only; repeating it is safe).
+
+    Only a ``role="master"`` store with ``bulk_load`` writes batch files and lets its
+    connections send them (LOCAL INFILE confined to its private directory; see
+    :func:`local_infile_settings`); other stores' connections send no file at all.
+    ``driver_options`` are extra ``mysql.connector.connect()`` arguments (tests pass
+    ``use_pure=True``); they cannot turn LOCAL INFILE on. A failure that repeats is logged
+    when it starts or changes, then at most every ``repeat_log_interval`` seconds.
     """
 
     def __init__(
@@ -334,6 +341,8 @@ class MySQLStore:
             log.warning("unreachable", "%s is unreachable: %s", where, exc)
             self._drop_pool()
             return Unavailable(f"{where} is unreachable; retry later")
+        if errno in _LOCAL_INFILE_REFUSED:  # put_many falls back to INSERTs and says so once
+            return Internal(f"{where} refuses LOAD DATA LOCAL INFILE")
         if errno in _CONFLICT_ERRNOS:
             _LOGGER.info("transaction conflict on %s: %s", where, exc)
             return Aborted("the write conflicted with a concurrent write; retry it")
