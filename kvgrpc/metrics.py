@@ -7,18 +7,28 @@
 - per database endpoint (``endpoint``, ``role`` labels), read at scrape time from the
   service's measured state: ``kvgrpc_endpoint_up``, ``kvgrpc_endpoint_healthy``,
   ``kvgrpc_replica_lag_seconds``, ``kvgrpc_pool_connections_in_use``,
-  ``kvgrpc_pool_connections_max``.
+  ``kvgrpc_pool_connections_max``. ``endpoint`` is the role and its index (``master``,
+  ``replica-0``, ``replica-1``...): no host, port, user or database name is shown.
 
-Each server has its own registry (tests run several servers in one process).
+Each server has its own registry (tests run several servers in one process). The HTTP
+endpoint listens on loopback unless told otherwise, and with a token set it answers only
+requests carrying ``Authorization: Bearer TOKEN`` (401 otherwise).
 """
 
 from __future__ import annotations
 
+import hmac
+import http.server
+import socket
+import threading
 import time
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+#: Where the metrics endpoint listens by default: this host only.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -36,8 +46,13 @@ class _EndpointCollector:
         lag = GaugeMetricFamily("kvgrpc_replica_lag_seconds", "Measured replication lag.", labels=labels)
         in_use = GaugeMetricFamily("kvgrpc_pool_connections_in_use", "Connections in use.", labels=labels)
         size = GaugeMetricFamily("kvgrpc_pool_connections_max", "Most connections opened.", labels=labels)
+        replicas = 0
         for e in self._service.status():
-            values = [e.name, e.role]
+            if e.role == "replica":
+                name, replicas = f"replica-{replicas}", replicas + 1
+            else:
+                name = e.role  # master, or embedded (SQLite)
+            values = [name, e.role]
             up.add_metric(values, float(e.reachable))
             healthy.add_metric(values, float(e.healthy))
             if e.lag_ms is not None:
@@ -61,10 +76,43 @@ class Metrics:
         self.registry.register(_EndpointCollector(service))
         self._http = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Serves /metrics over HTTP; returns the port (``port`` 0 picks one)."""
-        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
-        return self._http.server_address[1]
+    def serve(self, host: str = DEFAULT_METRICS_HOST, port: int = 0, *, token: str | None = None) -> int:
+        """Serves /metrics over HTTP on ``host`` (default: loopback only); returns the port
+        (``port`` 0 picks one). With ``token``, a request needs ``Authorization: Bearer
+        TOKEN`` (compared in constant time), else it gets 401 and no metrics."""
+        registry = self.registry
+        expected = f"Bearer {token}".encode() if token else None
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if expected is not None and not hmac.compare_digest(
+                        self.headers.get("Authorization", "").encode(), expected):
+                    self._reply(401, b"a bearer token is required\n", "text/plain; charset=utf-8",
+                                [("WWW-Authenticate", 'Bearer realm="kvgrpc-metrics"')])
+                    return
+                if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+                    self._reply(404, b"not found\n", "text/plain; charset=utf-8")
+                    return
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+            def _reply(self, code: int, body: bytes, content_type: str, headers=()) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args) -> None:  # noqa: A002
+                pass  # scrapes are not logged (one every few seconds)
+
+        server_class = _HTTPServer6 if ":" in host else http.server.ThreadingHTTPServer
+        http_server = server_class((host, port), Handler)
+        http_server.daemon_threads = True
+        threading.Thread(target=http_server.serve_forever, name="kvgrpc-metrics", daemon=True).start()
+        self._http = http_server
+        return http_server.server_address[1]
 
     def stop(self) -> None:
         if self._http is not None:
@@ -72,64 +120,10 @@ class Metrics:
             self._http.server_close()
             self._http = None
 
-    def interceptor(self) -> grpc.ServerInterceptor:
-        return _MetricsInterceptor(self)
-
     def observe(self, method: str, code: str, seconds: float) -> None:
         self._requests.labels(method, code).inc()
         self._duration.labels(method, code).observe(seconds)
 
 
-class _MetricsInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or (handler.response_streaming and handler.request_streaming):
-            return handler  # bidi calls (reflection) are not counted
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        observe = self._metrics.observe
-
-        if handler.response_streaming:  # Watch (and health's): counted when the stream ends
-            responses = handler.unary_stream
-
-            def streamed(request, context):
-                started = time.perf_counter()
-                ended = "OK"
-                try:
-                    yield from responses(request, context)
-                except GeneratorExit:  # the client cancelled, or the server stopped the call
-                    ended = "CANCELLED"
-                    raise
-                except BaseException:
-                    ended = "UNKNOWN"
-                    raise
-                finally:
-                    code = context.code()
-                    observe(method, code.name if code is not None else ended,
-                            time.perf_counter() - started)
-
-            return grpc.unary_stream_rpc_method_handler(
-                streamed, handler.request_deserializer, handler.response_serializer)
-
-        def timed(behavior):
-            def call(request, context):
-                started = time.perf_counter()
-                failed = False
-                try:
-                    return behavior(request, context)
-                except BaseException:
-                    failed = True
-                    raise
-                finally:
-                    code = context.code()
-                    name = code.name if code is not None else ("UNKNOWN" if failed else "OK")
-                    observe(method, name, time.perf_counter() - started)
-            return call
-
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                timed(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
-        return grpc.unary_unary_rpc_method_handler(
-            timed(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+class _HTTPServer6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from kvgrpc import deadlines
 from kvgrpc.errors import KvError, Unavailable
+from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
 
@@ -87,6 +88,7 @@ class ReadRouter:
         interval: float = 0.1,
         token_wait: float = 0.5,
         watch_semi_sync: bool = False,
+        repeat_log_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.master = _Endpoint(master, master_role)
         self.replicas = [_Endpoint(store, "replica") for store in replicas]
@@ -98,6 +100,8 @@ class ReadRouter:
         self._rotation = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # An endpoint that stays down fails every round: logged on change, then every N s.
+        self._log = RateLimitedLog(_LOGGER, repeat_log_interval)
 
     # -- monitoring --------------------------------------------------------------------
 
@@ -145,15 +149,14 @@ class ReadRouter:
             self._mark_unreachable(endpoint, exc)
             return None
         with self._lock:
-            if not endpoint.reachable:
+            if self._log.clear(id(endpoint)):
                 _LOGGER.info("%s is reachable again", endpoint.store.description)
             endpoint.reachable, endpoint.problem = True, ""
         return value
 
     def _mark_unreachable(self, endpoint: _Endpoint, exc: KvError) -> None:
         with self._lock:
-            if endpoint.reachable:
-                _LOGGER.warning("%s: %s", endpoint.store.description, exc)
+            self._log.warning(id(endpoint), "%s: %s", endpoint.store.description, exc)
             endpoint.reachable, endpoint.problem = False, str(exc)
             if endpoint.role == "replica":
                 endpoint.lag = None

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
@@ -45,11 +46,10 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the ins
     sys.exit(f"kvgrpc-server: {_missing.name} is not installed; the server needs the [server] "
              "extra: pip install 'kvgrpc[server]' (or, from a clone, pip install '.[server]')")
 
-from google.protobuf.message import DecodeError
-
 from kvgrpc import kv_pb2
 from kvgrpc.auth import Authenticator, load_tokens, server_credentials
 from kvgrpc.deadlines import MARGIN, call_deadline
+from kvgrpc.decoding import Undecodable, deserializer, undecodable_error
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
@@ -61,6 +61,7 @@ from kvgrpc.errors import (
     Unavailable,
     status_name,
 )
+from kvgrpc.logs import RateLimitedLog
 from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
 from kvgrpc.service import DEFAULT_LOAD_RETENTION, KeyValueService, ScanPage
@@ -71,6 +72,8 @@ _LOGGER = logging.getLogger(__name__)
 
 SERVICE_NAME = kv_pb2.DESCRIPTOR.services_by_name["KeyValue"].full_name
 VERSION = "0.2.0"
+#: After draining, how long the server keeps connections open so clients read their status.
+DRAIN_LINGER_SECONDS = 0.5
 _LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
@@ -109,6 +112,7 @@ class ServerConfig:
     allow_insecure_public: bool = False  # listen beyond loopback without TLS + tokens
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = field(default=None, repr=False)  # required by /metrics when set
     keepalive_time: float = 60.0  # seconds between pings on an idle connection
     keepalive_timeout: float = 20.0  # seconds to wait for the ping's answer
     reuse_port: bool = False  # SO_REUSEPORT: several processes share the port (--processes)
@@ -123,27 +127,10 @@ class ServerConfig:
 # --------------------------------------------------------------------------------------
 
 
-class _Undecodable:
-    """What the deserializer returns for bytes that are not a valid message (the handler
-    turns it into INVALID_ARGUMENT; raising in a deserializer gives INTERNAL and a
-    traceback per call)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
 def _message_parser(cls) -> Callable[[bytes], Any]:
-    name = cls.DESCRIPTOR.full_name
-
-    def parse(data: bytes):
-        try:
-            return cls.FromString(data)
-        except (DecodeError, ValueError, RuntimeError):
-            return _Undecodable(name)
-
-    return parse
+    """The request deserializer: never raises (grpcio would answer INTERNAL and log a
+    traceback per call); bytes that are not a ``cls`` become an :class:`Undecodable`."""
+    return deserializer(cls.FromString, cls.DESCRIPTOR.full_name)
 
 
 def _serialize(message) -> bytes:
@@ -282,6 +269,8 @@ class _Servicer:
         self._config = server.config
         self._admission = server.admission
         self._metrics = server.metrics
+        # One line per method when the first undecodable request comes, then one a minute.
+        self._decode_log = RateLimitedLog(logging.getLogger("kvgrpc.decoding"))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -320,8 +309,10 @@ class _Servicer:
                     "(--max-workers) stayed taken until the call's deadline; retry later")
         return await future
 
-    async def _read(self, requests: AsyncIterator, timeout: float, what: str):
-        """The next request message (None at the end of the stream), within ``timeout``."""
+    async def _read(self, requests: AsyncIterator, timeout: float, what: str,
+                    index: int | None = None):
+        """The next request message (None at the end of the stream), within ``timeout``;
+        ``index``: its place in a request stream (for the error of an undecodable one)."""
         try:
             message = await asyncio.wait_for(requests.__anext__(), timeout)
         except StopAsyncIteration:
@@ -331,11 +322,8 @@ class _Servicer:
                 f"no complete {what} arrived within {timeout:g} s "
                 f"({'--stream-idle-timeout' if what.startswith('StreamPut') else '--request-timeout'})"
             ) from None
-        if isinstance(message, _Undecodable):
-            _LOGGER.info("refused an undecodable %s", message.name)
-            raise InvalidArgument(
-                f"the request is not a valid {message.name} message (malformed bytes, or a "
-                "string field that is not UTF-8)")
+        if isinstance(message, Undecodable):
+            raise undecodable_error(message, index, log=self._decode_log)
         return message
 
     async def _fail(self, context, error: BaseException) -> None:
@@ -436,7 +424,7 @@ class _Servicer:
             try:
                 with self._admission.admit(context, "stream"):
                     timeout = self._config.stream_idle_timeout
-                    first = await self._read(requests, timeout, "StreamPut message")
+                    first = await self._read(requests, timeout, "StreamPut message", 0)
                     load_id = (first.load_id or None) if first is not None else None
                     start_index = first.start_index if first is not None else 0
                     writer = await self._blocking(self._service.open_stream, load_id, start_index)
@@ -480,10 +468,12 @@ class _Servicer:
                 in_flight = asyncio.ensure_future(self._blocking(writer.commit, ready))
 
         try:
-            message = first
+            message, index = first, 0
             while message is not None and not draining.done():
                 await take(message)
-                read = asyncio.ensure_future(self._read(requests, timeout, "StreamPut message"))
+                index += 1
+                read = asyncio.ensure_future(
+                    self._read(requests, timeout, "StreamPut message", index))
                 done, _ = await asyncio.wait({read, draining}, return_when=asyncio.FIRST_COMPLETED)
                 if read not in done:
                     read.cancel()
@@ -708,7 +698,8 @@ class KeyValueServer:
         self.service.start()
         self._run(self._grpc.start())
         if self.metrics is not None:
-            self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+            self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
+                                                   token=self.config.metrics_token)
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -723,8 +714,15 @@ class KeyValueServer:
         self.hub.close()
         self._loop.call_soon_threadsafe(
             lambda: self.draining.done() or self.draining.set_result(None))
+        # Let the drained StreamPuts end, and their clients read the status, before the
+        # connections close: a client still sending when its socket is closed under it
+        # sees "broken pipe" instead of the committed count.
+        deadline = time.monotonic() + grace
+        while self.admission.open["stream"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(min(grace, DRAIN_LINGER_SECONDS))
         with contextlib.suppress(Exception):
-            self._run(self._grpc.stop(grace), timeout=grace + 5)
+            self._run(self._grpc.stop(max(0.0, deadline - time.monotonic())), timeout=grace + 5)
         if self.metrics is not None:
             self.metrics.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -846,6 +844,8 @@ def _arg_parser() -> "argparse.ArgumentParser":
                    help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (default: off)")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address of the metrics endpoint (default: 127.0.0.1)")
+    p.add_argument("--metrics-token-file", metavar="FILE",
+                   help="require 'Authorization: Bearer TOKEN' on /metrics, TOKEN read from FILE")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -896,6 +896,8 @@ def config_from_args(
         allow_insecure_public=args.allow_insecure_public,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        metrics_token=(Path(args.metrics_token_file).read_text().strip()
+                       if args.metrics_token_file else None),
         keepalive_time=args.keepalive_time,
         keepalive_timeout=args.keepalive_timeout,
         reuse_port=args.processes > 1,
@@ -919,8 +921,8 @@ def _exposure_problem(config: ServerConfig) -> str | None:
                                          ("bearer tokens", bool(config.auth_tokens))) if not ok]
         if what == "the gRPC port" and missing:
             return f"{what} would listen on {host} without {' and '.join(missing)}"
-        if what == "the metrics endpoint":
-            return f"{what} would listen on {host} (plain HTTP)"
+        if what == "the metrics endpoint" and not config.metrics_token:
+            return f"{what} would listen on {host} (plain HTTP) without --metrics-token-file"
     return None
 
 

@@ -37,6 +37,7 @@ from kvgrpc.records import (
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 from kvgrpc.store.base import MAX_LOAD_ID_BYTES, NO_COMMIT, Commit, LoadMark, StoredRecord, KeyFilter, WriteOp, WriteOutcome, version_conflict
+from kvgrpc.tokens import token_kind
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ DEFAULT_LOAD_RETENTION = 7 * 24 * 3600.0
 #: Scan pages are read from the store this many records per query.
 SCAN_CHUNK = 100
 _PAGE_TOKEN_PREFIX = "kvgrpc-scan-1:"
+#: The largest version or revision a client may name: a version one above it must still
+#: fit the int64 fields of the replies.
+MAX_VERSION = (1 << 63) - 2
+#: The largest staleness bound a read may give (max_staleness_ms is a uint32: ~49 days).
+MAX_STALENESS_SECONDS = ((1 << 32) - 1) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +219,9 @@ class KeyValueService:
         where = f"key {describe_key(key)}"
         k = check_key(key, where)
         v = check_value(value, where, self.limits)
-        if expected_version is not None and expected_version < 0:
-            raise InvalidArgument(f"{where}: expected_version must be 0 or more")
+        if expected_version is not None and not 0 <= expected_version <= MAX_VERSION:
+            raise InvalidArgument(f"{where}: expected_version must be 0 or more and at most "
+                                  f"{MAX_VERSION}, not {expected_version}")
         try:
             outcome, commit = self.writes.submit(WriteOp(k, v, expected_version))
             if not outcome.done:
@@ -376,8 +383,9 @@ class KeyValueService:
             keys = KeyFilter(prefix.encode("utf-8"))
             if len(keys.prefix) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")
-        if start_revision is not None and start_revision < 0:
-            raise InvalidArgument("start_revision must be 0 or more")
+        if start_revision is not None and not 0 <= start_revision <= MAX_VERSION:
+            raise InvalidArgument(f"start_revision must be 0 or more and at most {MAX_VERSION}, "
+                                  f"not {start_revision}")
         return keys, start_revision
 
     # -- reads ---------------------------------------------------------------------
@@ -464,10 +472,14 @@ class KeyValueService:
 
     @staticmethod
     def _check_read_options(options: ReadOptions) -> None:
-        if options.max_staleness < 0:
-            raise InvalidArgument("max_staleness_ms must not be negative")
-        if len(options.min_token) > 4096:
-            raise InvalidArgument("min_write_token is too long to be a write token")
+        """Checks a read's options before any database call: the staleness bound, and that
+        a write token has the form of one (see :func:`kvgrpc.tokens.token_kind`)."""
+        if not 0 <= options.max_staleness <= MAX_STALENESS_SECONDS:
+            raise InvalidArgument(
+                f"max_staleness_ms {options.max_staleness * 1000:.0f} is out of range: "
+                f"0 to {MAX_STALENESS_SECONDS * 1000:.0f}"
+            )
+        token_kind(options.min_token, "read_options.min_write_token")
 
     # -- operations ----------------------------------------------------------------
 

@@ -11,7 +11,53 @@ from __future__ import annotations
 
 import re
 
-_MARIADB_GTID = re.compile(r"^\d+-\d+-\d+$")
+from kvgrpc.errors import InvalidArgument
+
+_MARIADB_GTID = re.compile(r"^\d+-\d+-\d+$", re.ASCII)
+
+#: The longest write token accepted (a GTID list of many domains, or a MySQL GTID set
+#: of many servers, stays far below it).
+MAX_TOKEN_CHARS = 4096
+
+# MariaDB: domain-server-sequence (u32-u32-u64), comma-separated, one per domain.
+_MARIADB_LIST = re.compile(r"\d{1,10}-\d{1,10}-\d{1,20}(?:,[ \n]?\d{1,10}-\d{1,10}-\d{1,20})*", re.ASCII)
+# MySQL: UUID:interval[:interval...] (interval N or N-M; 8.3+ also UUID:tag:interval),
+# comma-separated; @@gtid_executed puts a newline after each comma.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_INTERVAL = r"\d{1,19}(?:-\d{1,19})?"
+_SID = rf"{_UUID}(?::(?:[A-Za-z_][A-Za-z0-9_]{{0,31}}:)?{_INTERVAL})+"
+_MYSQL_SET = re.compile(rf"{_SID}(?:,[ \n]?{_SID})*", re.ASCII)
+_U32, _U64, _I63 = (1 << 32) - 1, (1 << 64) - 1, (1 << 63) - 1
+
+
+def token_kind(token: str, what: str = "min_write_token") -> str:
+    """Checks a write token a client sent; returns ``"mariadb"``, ``"mysql"`` or ``""`` (none).
+
+    Raises InvalidArgument (naming ``what``) unless ``token`` is empty, a MariaDB GTID
+    list (``domain-server-sequence``, comma-separated, each number within its type) or a
+    MySQL GTID set (``uuid:N-M``...), of at most :data:`MAX_TOKEN_CHARS` characters. Run
+    before any database call, so a malformed token never reaches the database.
+    """
+    if not token:
+        return ""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument(f"{what} is too long to be a write token ({MAX_TOKEN_CHARS} characters at most)")
+    if _MARIADB_LIST.fullmatch(token):
+        for gtid in token.split(","):
+            domain, server, seq = (int(x) for x in gtid.strip().split("-"))
+            if domain > _U32 or server > _U32 or seq > _U64:
+                raise InvalidArgument(f"{what}: GTID {gtid.strip()!r} has a number out of range")
+        return "mariadb"
+    if _MYSQL_SET.fullmatch(token):
+        for interval in re.findall(r":(\d+)(?:-(\d+))?", token, re.ASCII):
+            start, end = int(interval[0]), int(interval[1] or interval[0])
+            if not 1 <= start <= end <= _I63:
+                raise InvalidArgument(f"{what}: GTID interval {start}-{end} is out of range")
+        return "mysql"
+    raise InvalidArgument(
+        f"{what} is not a write token: expected a MariaDB GTID list (domain-server-sequence) "
+        "or a MySQL GTID set (uuid:N-M), as a write returned it"
+    )
 
 
 def _parse(token: str) -> dict[int, tuple[int, int]] | None:

@@ -131,8 +131,10 @@ class BinlogFeed:
     def _read(self, start: str, domain: int, after: int, stopped: Callable[[], bool],
               keys: KeyFilter) -> Iterator[ChangeBatch]:
         stream = BinLogStreamReader(
+            # local_infile off (pymysql's default, stated): a binlog connection never
+            # sends the database a file (both of the library's connections use these).
             connection_settings=dict(self._settings, connect_timeout=5,
-                                     read_timeout=READ_TIMEOUT_SECONDS),
+                                     read_timeout=READ_TIMEOUT_SECONDS, local_infile=False),
             # Replicas of one master need distinct ids; the master drops the older of two.
             server_id=random.SystemRandom().randint(1 << 30, (1 << 32) - 1),
             is_mariadb=True, auto_position=start, blocking=True,

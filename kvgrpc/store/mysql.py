@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -11,10 +12,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kvgrpc.deadlines import time_left
+from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
+from kvgrpc.tokens import token_kind
 from kvgrpc.errors import (
     Aborted,
     FailedPrecondition,
@@ -62,8 +65,15 @@ except ImportError:
 
 #: Batches this large go through LOAD DATA LOCAL INFILE first (smaller ones gain nothing).
 BULK_LOAD_MIN_RECORDS = 256
-#: LOAD DATA LOCAL refused: not allowed by the server / the client library / the server's config.
-_LOCAL_INFILE_REFUSED = frozenset({1148, 2068, 3948, 3950})
+#: Batch directories are named ``kvgrpc-load-PID-RANDOM`` (the PID of the server that
+#: made it), so that a server starting later can tell which ones were left by a dead one.
+BATCH_DIR_PREFIX = "kvgrpc-load-"
+_BATCH_DIR_NAME = re.compile(r"^kvgrpc-load-(\d+)-[A-Za-z0-9_]+$")
+#: Batch directories of versions before the PID was in the name: swept once this old.
+_LEGACY_BATCH_DIR_MAX_AGE = 24 * 3600.0
+#: LOAD DATA LOCAL refused: not allowed by the server / the client library / the server's
+#: config (MySQL 3948, 3950; MariaDB 4166: local_infile=0).
+_LOCAL_INFILE_REFUSED = frozenset({1148, 2068, 3948, 3950, 4166})
 
 _SEMI_SYNC_STATUS_SQL = (
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
@@ -273,6 +283,13 @@ class MySQLStore:
     acknowledged if semi-synchronous replication is active after its commit, i.e. a
     replica confirmed it; otherwise it raises Unavailable (the write may be on the master
     only; repeating it is safe).
+
+    Only a ``role="master"`` store with ``bulk_load`` writes batch files and lets its
+    connections send them (LOCAL INFILE confined to its private directory; see
+    :func:`local_infile_settings`); other stores' connections send no file at all.
+    ``driver_options`` are extra ``mysql.connector.connect()`` arguments (tests pass
+    ``use_pure=True``); they cannot turn LOCAL INFILE on. A failure that repeats is logged
+    when it starts or changes, then at most every ``repeat_log_interval`` seconds.
     """
 
     def __init__(
@@ -287,6 +304,8 @@ class MySQLStore:
         create_table: bool = False,
         require_semi_sync: bool = False,
         bulk_load: bool = True,
+        driver_options: Mapping[str, object] | None = None,
+        repeat_log_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         if not 1 <= pool_size <= 32:
             raise InvalidArgument(f"pool size {pool_size} is out of range: 1 to 32")
@@ -365,12 +384,22 @@ class MySQLStore:
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
         self._sql_delete = f"DELETE FROM {t} WHERE k = %s"
         self._create_table = create_table
-        # Where put_many writes batch files for LOAD DATA LOCAL INFILE (memory-backed when
-        # /dev/shm exists); None once the server has refused LOAD DATA LOCAL.
-        self._bulk_load_dir: str | None = (
-            tempfile.mkdtemp(prefix="kvgrpc-load-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-            if bulk_load else None
-        )
+        # Where put_many writes batch files for LOAD DATA LOCAL INFILE: a private directory
+        # (0700, files 0600; memory-backed when /dev/shm exists), made by the master's store
+        # only. Its connections may send the server files from there and nowhere else;
+        # replica stores never allow LOCAL INFILE at all. ``_bulk_load`` turns off (the
+        # directory stays until close) once the server has refused LOAD DATA LOCAL.
+        self._bulk_load_dir: str | None = None
+        if bulk_load and role == "master":
+            base = batch_dir_base()
+            sweep_stale_batch_dirs(base)
+            self._bulk_load_dir = tempfile.mkdtemp(prefix=f"{BATCH_DIR_PREFIX}{os.getpid()}-", dir=base)
+        self._bulk_load = self._bulk_load_dir is not None
+        self._batch_numbers = itertools.count()
+        self._driver_options = dict(driver_options or {})
+        # A failure that repeats (an endpoint down fails every monitor round, every 100 ms)
+        # is logged when it starts or changes, then once per repeat_log_interval seconds.
+        self._log = RateLimitedLog(_LOGGER, repeat_log_interval)
 
     # -- connections ---------------------------------------------------------------
 
@@ -379,11 +408,10 @@ class MySQLStore:
             autocommit=True,
             connection_timeout=max(1, round(self._connect_timeout)),  # the C extension wants an int
             charset="utf8mb4",
-            # LOAD DATA LOCAL may only read the batch files this store writes (a hostile
-            # server could otherwise ask for any file).
-            allow_local_infile=self._bulk_load_dir is not None,
-            allow_local_infile_in_path=self._bulk_load_dir,
         )
+        settings.update(self._driver_options)
+        # LOAD DATA LOCAL may read the batch files this store writes, and nothing else.
+        settings.update(local_infile_settings(self._bulk_load_dir))
         pool = _Pool(lambda: self.endpoint.connect(**settings))  # with the endpoint's TLS
         cnx = pool.borrow()
         broken = True
@@ -402,6 +430,10 @@ class MySQLStore:
             pool.give_back(cnx, broken)
         # Leave room for the statement text and escaping (binary data can double in size).
         self._max_statement_bytes = max(1 << 20, int(max_packet) // 3)
+        for condition in ("unreachable", "access", "no-table"):
+            if self._log.clear(condition) and condition == "unreachable":
+                _LOGGER.info("the %s database at %s:%d is reachable again",
+                             self.role, self.endpoint.host, self.endpoint.port)
         return pool
 
     @contextlib.contextmanager
@@ -448,8 +480,9 @@ class MySQLStore:
     def _translate(self, exc) -> KvError:
         errno = getattr(exc, "errno", None)
         where = f"the {self.role} database at {self.endpoint.host}:{self.endpoint.port}"
+        log = self._log
         if errno in _CONNECTION_ERRNOS or (errno is None or errno == -1):
-            _LOGGER.warning("%s is unreachable: %s", where, exc)
+            log.warning("unreachable", "%s is unreachable: %s", where, exc)
             self._drop_pool()
             if self.endpoint.tls_required and _TLS_FAILURE.search(str(exc)):
                 return Unavailable(
@@ -462,6 +495,8 @@ class MySQLStore:
             self._drop_pool()
             return Unavailable(f"{where} has no free connections (its max_connections is "
                                "reached); retry later")
+        if errno in _LOCAL_INFILE_REFUSED:  # put_many falls back to INSERTs and says so once
+            return Internal(f"{where} refuses LOAD DATA LOCAL INFILE")
         if errno in _CONFLICT_ERRNOS:
             _LOGGER.info("transaction conflict on %s: %s", where, exc)
             return Aborted("the write conflicted with a concurrent write; retry it")
@@ -469,15 +504,15 @@ class MySQLStore:
             _LOGGER.warning("statement too large for %s: %s", where, exc)
             return ResourceExhausted(f"the request is too large for {where}")
         if errno == _READ_ONLY_ERRNO:
-            _LOGGER.error("%s is read-only: is a replica configured as the master? %s", where, exc)
+            log.error("read-only", "%s is read-only: is a replica configured as the master? %s", where, exc)
             return Unavailable(f"{where} is read-only and cannot take writes")
         if errno in _ACCESS_DENIED_ERRNOS:
-            _LOGGER.error("%s refused the configured credentials: %s", where, exc)
+            log.error("access", "%s refused the configured credentials: %s", where, exc)
             return Unavailable(f"{where} refused the server's credentials")
         if errno == _NO_TABLE_ERRNO:
-            _LOGGER.warning("table %s missing on %s", self.table, where)
+            log.warning("no-table", "table %s missing on %s", self.table, where)
             return Unavailable(f"{where} does not have the table yet; retry later")
-        _LOGGER.error("unexpected error from %s: %s", where, exc)
+        log.error(("unexpected", errno), "unexpected error from %s: %s", where, exc)
         return Internal("storage failure; see the server log")
 
     def _drop_pool(self) -> None:
@@ -534,7 +569,7 @@ class MySQLStore:
                  progress: LoadMark | None = None) -> Commit:
         if not records:
             return NO_COMMIT
-        if len(records) >= BULK_LOAD_MIN_RECORDS and self._bulk_load_dir is not None:
+        if len(records) >= BULK_LOAD_MIN_RECORDS and self._bulk_load:
             commit = self._load_new_keys(records, progress)
             if commit is not None:
                 return commit
@@ -608,11 +643,25 @@ class MySQLStore:
         A load's progress row is locked before and written after the LOAD DATA, in the
         same transaction (outside its row count). Returns the commit, or None when the
         batch must take the slow path.
+
+        The batch file is created new (``O_EXCL``, never following a link) with mode 0600
+        in the store's private directory, and removed on every path out of here: loaded,
+        rolled back, refused by the server, a failed write (a full /dev/shm: the slow path
+        then takes the batch), or an exception.
         """
-        path = os.path.join(self._bulk_load_dir, f"batch-{threading.get_ident()}.tsv")
-        with open(path, "wb") as f:
-            f.writelines(b"%s\t%s\n" % (_escape(k), _escape(v)) for k, v in records)
+        path = os.path.join(self._bulk_load_dir, f"batch-{next(self._batch_numbers)}.tsv")
+        created = False
         try:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                created = True
+                with os.fdopen(fd, "wb") as f:
+                    f.writelines(b"%s\t%s\n" % (_escape(k), _escape(v)) for k, v in records)
+            except OSError as exc:
+                self._log.warning(
+                    "batch-file", "cannot write a batch file in %s (%s); "
+                    "this batch takes the multi-row INSERT path", self._bulk_load_dir, exc.strerror or exc)
+                return None
             with self._connection() as cnx:
                 cur = _cursor(cnx)
                 cnx.start_transaction()
@@ -634,12 +683,13 @@ class MySQLStore:
             if isinstance(exc.__cause__, Exception) and getattr(exc.__cause__, "errno", None) in _LOCAL_INFILE_REFUSED:
                 _LOGGER.warning("%s refuses LOAD DATA LOCAL INFILE; using multi-row INSERTs only",
                                 self.description)
-                self._bulk_load_dir = None
+                self._bulk_load = False
                 return None
             raise
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def delete(self, key: bytes) -> tuple[bool, Commit]:
         with self._connection() as cnx:
@@ -808,6 +858,13 @@ class MySQLStore:
     def has_applied(self, token: str, timeout: float) -> bool:
         if not token:
             return True
+        kind = token_kind(token)  # a malformed token never reaches the database
+        if kind != ("mariadb" if self._mariadb else "mysql"):
+            raise InvalidArgument(
+                f"read_options.min_write_token is a {'MariaDB' if kind == 'mariadb' else 'MySQL'} "
+                f"GTID, but the database is {'MariaDB' if self._mariadb else 'MySQL'}: "
+                "pass a token a write to this database returned"
+            )
         sql = ("SELECT MASTER_GTID_WAIT(%s, %s)" if self._mariadb
                else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)")
         with self._connection() as cnx:
@@ -875,8 +932,78 @@ class MySQLStore:
         with self._pool_lock:
             pool, self._pool = self._pool, None
         _close_idle(pool)
+        self._bulk_load = False
         if self._bulk_load_dir is not None:
             shutil.rmtree(self._bulk_load_dir, ignore_errors=True)
+
+
+def local_infile_settings(batch_dir: str | None) -> dict[str, object]:
+    """The mysql.connector arguments that confine LOAD DATA LOCAL INFILE to ``batch_dir``.
+
+    ``allow_local_infile`` stays False: with it True, mysql-connector's C extension (as
+    libmysqlclient) ignores ``allow_local_infile_in_path`` and sends the database server
+    any file it asks for, at any time (even in answer to the connect-time ``SET NAMES``).
+    With it False and a directory named, both drivers send only files in that directory;
+    with no directory (replica stores), none at all.
+    """
+    return {"allow_local_infile": False, "allow_local_infile_in_path": batch_dir}
+
+
+def batch_dir_base() -> str | None:
+    """Where batch directories go: ``/dev/shm`` (memory) when it exists, else the temp dir."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def sweep_stale_batch_dirs(base: str | None = None) -> list[str]:
+    """Removes the batch directories that servers which are no longer running left in
+    ``base`` (default: :func:`batch_dir_base`), e.g. after ``kill -9``; returns their paths.
+
+    Only directories owned by this user are touched. A name ``kvgrpc-load-PID-…`` is
+    removed when no process PID exists; one of the older form without a PID when it has
+    not changed for a day. A PID that exists (a live server, or an unrelated process that
+    reused the number) keeps its directory.
+    """
+    base = base if base is not None else (batch_dir_base() or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(BATCH_DIR_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if st.st_uid != os.getuid() or not entry.is_dir(follow_symlinks=False):
+            continue
+        match = _BATCH_DIR_NAME.match(entry.name)
+        if match:
+            stale = not _process_exists(int(match.group(1)))
+        else:
+            stale = time.time() - st.st_mtime > _LEGACY_BATCH_DIR_MAX_AGE
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        _LOGGER.info("removed %d batch director%s left by stopped servers in %s",
+                     len(removed), "y" if len(removed) == 1 else "ies", base)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def _close_idle(pool: _Pool | None) -> None:
