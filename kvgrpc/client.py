@@ -1,4 +1,4 @@
-"""The Python client of kvgrpc, and its command line.
+"""The Python client of kvgrpc (its command line is :mod:`kvgrpc.cli`).
 
 API::
 
@@ -11,12 +11,8 @@ API::
         for event in kv.watch(prefix="k"):  # every change to keys starting with "k"
             print(event.type, event.key, event.revision)
 
-Command line (``python -m kvgrpc.client --help``)::
-
-    python -m kvgrpc.client [--target HOST:PORT] put KEY VALUE | get KEY | delete KEY
-    python -m kvgrpc.client stream FILE.csv [--no-header] [--skip-bad] [--resume-from N]
-    python -m kvgrpc.client watch KEY | --prefix PREFIX [--from-revision N] [--count N]
-    python -m kvgrpc.client shell
+The command line, ``python -m kvgrpc.client --help`` (or ``python -m kvgrpc.cli``), is
+the package :mod:`kvgrpc.cli`.
 
 The client takes and returns plain Python values and raises the exceptions of
 :mod:`kvgrpc.errors`; no protobuf or gRPC type leaks out.
@@ -24,19 +20,10 @@ The client takes and returns plain Python values and raises the exceptions of
 
 from __future__ import annotations
 
-import argparse
-import cmd
-import contextlib
-import csv
-import os
-import shlex
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import grpc
@@ -46,12 +33,11 @@ from kvgrpc.auth import channel_credentials, with_token
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
-    InvalidArgument,
     KvError,
     Unavailable,
     error_class,
 )
-from kvgrpc.records import EndpointStatus, Record, check_key
+from kvgrpc.records import EndpointStatus, Record
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Record", "EndpointStatus", "Watch", "WatchEvent", "DEFAULT_TARGET"]
@@ -440,420 +426,13 @@ class Watch:
                 self._cancelled.wait(min(self.RETRY_MAX_SECONDS, 0.05 * 2 ** failures))
 
 
-# --------------------------------------------------------------------------------------
-# CSV reading for `stream`
-# --------------------------------------------------------------------------------------
-
-
-class BadRow(Exception):
-    """A CSV row that cannot be sent: ``line`` is its first line number in the file."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class CsvRow:
-    line: int  # the row's first line in the file (1-based)
-    key: str
-    value: str
-
-
-def read_csv(path: str, *, header: bool = True) -> Iterator[CsvRow | BadRow]:
-    """Yields each data row of an RFC 4180 CSV file (UTF-8, BOM or not), or a BadRow.
-
-    Reads lazily. With ``header``, the first row must be ``key,value``. A row that is not
-    exactly two fields, has an empty or oversized key, or breaks CSV quoting rules is
-    yielded as a :class:`BadRow` naming its line; the caller decides to stop or skip.
-    A quoting error stops the file (nothing after it can be trusted).
-    """
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, strict=True)
-        line = 1
-        try:
-            if header:
-                first = next(reader, None)
-                if first is None:
-                    return
-                if [field.strip().lower() for field in first] != ["key", "value"]:
-                    raise InvalidArgument(
-                        f"{path}: line 1 is {','.join(first)[:60]!r}, not the header 'key,value'; "
-                        "pass --no-header if the file has no header row"
-                    )
-                line = reader.line_num + 1
-            for row in reader:
-                row_line, line = line, reader.line_num + 1
-                if len(row) != 2:
-                    yield BadRow(row_line, f"row has {len(row)} fields; expected 2 (key,value)")
-                    continue
-                try:
-                    check_key(row[0], "key")
-                except InvalidArgument as exc:
-                    yield BadRow(row_line, str(exc))
-                    continue
-                yield CsvRow(row_line, row[0], row[1])
-        except csv.Error as exc:
-            yield BadRow(line, f"malformed CSV ({exc})")
-        except UnicodeDecodeError as exc:
-            yield BadRow(line, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of a block)")
-
-
-def _stream_file(client: KeyValueClient, args, out, err) -> int:
-    """The `stream` command: loads a CSV file over one stream; returns the exit status."""
-    stopped: list[Exception] = []  # what stopped the load early (a bad row, a bad header)
-    skipped = 0
-    with open(args.file, "rb"):  # fail on a missing or unreadable file before streaming
-        pass
-
-    # gRPC consumes this generator on its own thread, where an exception would cancel the
-    # call with an opaque status; so it never raises: it records the problem and ends the
-    # stream, and the server commits every record sent before it.
-    def records() -> Iterator[tuple[str, str]]:
-        nonlocal skipped
-        to_skip = args.resume_from
-        try:
-            for item in read_csv(args.file, header=args.header):
-                if isinstance(item, BadRow):
-                    if args.skip_bad and not item.reason.startswith("malformed CSV"):
-                        skipped += 1
-                        if to_skip == 0:
-                            print(f"skipped {item}", file=err)
-                        continue
-                    stopped.append(item)
-                    return
-                if to_skip:
-                    to_skip -= 1  # committed by an earlier run
-                    continue
-                yield item.key, item.value
-        except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
-            stopped.append(exc)
-
-    progress = _progress_bar(err)
-    started = time.monotonic()
-    try:
-        committed = client.stream_put(records(), on_sent=progress.update if progress is not None else None)
-        failure: KvError | None = None
-    except KvError as exc:
-        committed, failure = exc.committed or 0, exc
-    finally:
-        if progress is not None:
-            progress.close()
-    seconds = time.monotonic() - started
-    rate = committed / seconds if seconds > 0 else 0.0
-    summary = f"{committed} records committed in {seconds:.2f} s ({rate:,.0f} records/s)"
-    if args.resume_from:
-        summary += f" after the {args.resume_from} skipped by --resume-from"
-    if skipped:
-        summary += f"; {skipped} bad rows skipped"
-    print(summary, file=out)
-    if failure is not None:
-        where = _locate_record(args, failure, args.resume_from)
-        print(f"error: {where}{failure} ({committed} records committed before it)", file=err)
-        if not isinstance(failure, InvalidArgument):
-            done = args.resume_from + committed
-            print(f"resume with: --resume-from {done} (records after those may be committed "
-                  "too; loading them again is idempotent)", file=err)
-        return 1
-    if stopped:
-        hint = "; --skip-bad skips such rows" if isinstance(stopped[0], BadRow) else ""
-        print(f"error: {stopped[0]} ({committed} records committed before it{hint})", file=err)
-        return 1
-    return 0
-
-
-def _locate_record(args, failure: KvError, offset: int = 0) -> str:
-    """For a server error naming 'record N', returns 'line L: ' by re-reading the file."""
-    if not isinstance(failure, InvalidArgument) or not failure.message.startswith("record "):
-        return ""
-    try:
-        index = int(failure.message.split()[1].rstrip(":")) + offset
-    except (IndexError, ValueError):
-        return ""
-    sent = 0
-    for item in read_csv(args.file, header=args.header):
-        if isinstance(item, BadRow):
-            continue  # skipped (or the stop point, which lies after every sent record)
-        if sent == index:
-            return f"line {item.line}: "
-        sent += 1
-    return ""
-
-
-def _progress_bar(err):
-    """A tqdm progress bar on stderr when it is a terminal, else None."""
-    if not err.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(file=err, unit=" records", unit_scale=True, desc="sent", smoothing=0.1)
-
-
-# --------------------------------------------------------------------------------------
-# Interactive shell (the original client read commands from the terminal)
-# --------------------------------------------------------------------------------------
-
-
-class Shell(cmd.Cmd):
-    """``python -m kvgrpc.client shell``: put/get/del/scan/status at a prompt.
-
-    Line editing and history come from readline (history kept in ~/.kvgrpc_history when
-    the shell runs on a terminal). Arguments are split like a POSIX shell, so quote keys
-    or values with spaces. Errors are printed and the shell goes on.
-    """
-
-    intro = ("kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | "
-             "watch KEY | watch --prefix [PREFIX] | status | quit")
-
-    def __init__(self, client: KeyValueClient, out) -> None:
-        super().__init__(stdout=out)
-        self.client = client
-        self.prompt = f"kvgrpc {client.target}> "
-
-    def _args(self, line: str, count: range) -> list[str] | None:
-        try:
-            args = shlex.split(line)
-        except ValueError as exc:
-            self._say(f"error: {exc}")
-            return None
-        if len(args) not in count:
-            self._say(f"error: expected {count.start}{'' if len(count) == 1 else f' to {count.stop - 1}'} "
-                      "argument(s); try 'help'")
-            return None
-        return args
-
-    def _say(self, text: str) -> None:
-        print(text, file=self.stdout)
-
-    def onecmd(self, line: str) -> bool:
-        try:
-            return super().onecmd(line)
-        except KvError as exc:
-            self._say(f"error: {exc}")
-            return False
-
-    def emptyline(self) -> bool:
-        return False
-
-    def default(self, line: str) -> None:
-        self._say(f"error: unknown command {line.split()[0]!r}; try 'help'")
-
-    def do_put(self, line: str) -> None:
-        """put KEY VALUE: store VALUE (text) under KEY."""
-        if args := self._args(line, range(2, 3)):
-            self._say(f"ok (version {self.client.put(args[0], args[1])})")
-
-    def do_get(self, line: str) -> None:
-        """get KEY: print the value under KEY."""
-        if args := self._args(line, range(1, 2)):
-            self._say(self.client.get(args[0]).decode("utf-8", "backslashreplace"))
-
-    def do_del(self, line: str) -> None:
-        """del KEY: remove KEY."""
-        if args := self._args(line, range(1, 2)):
-            self._say("deleted" if self.client.delete(args[0]) else "not found (nothing deleted)")
-
-    def do_scan(self, line: str) -> None:
-        """scan [PREFIX] [LIMIT]: list keys and values in key order (default: 20 of them)."""
-        args = self._args(line, range(0, 3))
-        if args is None:
-            return
-        prefix = args[0] if args else ""
-        try:
-            limit = int(args[1]) if len(args) > 1 else 20
-        except ValueError:
-            self._say("error: LIMIT must be a number")
-            return
-        shown = 0
-        for record in self.client.scan(prefix, page_size=max(1, min(limit, 1000))):
-            if shown == limit:
-                self._say("... (more)")
-                break
-            self._say(f"{record.key} = {record.value.decode('utf-8', 'backslashreplace')}")
-            shown += 1
-        if shown == 0:
-            self._say("(no keys)")
-
-    def do_watch(self, line: str) -> None:
-        """watch KEY | watch --prefix [PREFIX]: print changes as they happen, until Ctrl-C."""
-        args = self._args(line, range(1, 3))
-        if args is None:
-            return
-        if args[0] == "--prefix":
-            target = {"prefix": args[1] if len(args) > 1 else ""}
-        elif len(args) == 1:
-            target = {"key": args[0]}
-        else:
-            self._say("error: watch KEY, or watch --prefix [PREFIX]")
-            return
-        self._say("watching; Ctrl-C to stop")
-        with self.client.watch(**target) as watch:
-            try:
-                for event in watch:
-                    self._say(_event_line(event))
-            except KeyboardInterrupt:
-                self._say(f"stopped at revision {watch.revision}")
-
-    def do_status(self, line: str) -> None:
-        """status: the server's database endpoints."""
-        for e in self.client.status():
-            lag = "-" if e.lag_ms is None else f"{e.lag_ms} ms"
-            state = "healthy" if e.healthy else f"NOT healthy ({e.problem})"
-            self._say(f"{e.role:<8} {state}, lag {lag}, pool {e.pool_in_use}/{e.pool_size}: {e.name}")
-
-    def do_quit(self, line: str) -> bool:
-        """quit: leave the shell (also: exit, Ctrl-D)."""
-        return True
-
-    do_exit = do_quit
-
-    def do_EOF(self, line: str) -> bool:
-        """EOF (Ctrl-D): leave the shell."""
-        self._say("")
-        return True
-
-
-def _run_shell(client: KeyValueClient, out) -> int:
-    history = os.path.expanduser("~/.kvgrpc_history")
-    interactive = sys.stdin.isatty()
-    if interactive:
-        try:
-            import readline
-
-            with contextlib.suppress(OSError):
-                readline.read_history_file(history)
-        except ImportError:
-            interactive = False
-    shell = Shell(client, out)
-    if not interactive:
-        shell.prompt = ""
-        shell.intro = None
-    try:
-        shell.cmdloop()
-    except KeyboardInterrupt:
-        print("", file=out)
-    finally:
-        if interactive:
-            with contextlib.suppress(OSError):
-                readline.write_history_file(history)
-    return 0
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kvgrpc", description="Talk to a kvgrpc server.")
-    p.add_argument("--target", default=os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET),
-                   help=f"server HOST:PORT, or several comma-separated to spread calls over them "
-                        f"(default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline of unary calls, seconds")
-    p.add_argument("--token-file", metavar="FILE",
-                   help="send the bearer token in FILE (default: $KVGRPC_TOKEN, if set)")
-    p.add_argument("--tls", action="store_true", help="connect with TLS (system CAs)")
-    p.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA (PEM)")
-    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
-    p.add_argument("--tls-key", metavar="FILE", help="the client certificate's key (PEM)")
-    sub = p.add_subparsers(dest="command", required=True)
-    put = sub.add_parser("put", help="store VALUE (UTF-8 text) under KEY")
-    put.add_argument("key")
-    put.add_argument("value")
-    get = sub.add_parser("get", help="print the value under KEY")
-    get.add_argument("key")
-    delete = sub.add_parser("delete", help="remove KEY")
-    delete.add_argument("key")
-    sub.add_parser("shell", help="an interactive shell: put, get, del, scan, status")
-    stream = sub.add_parser("stream", help="load a CSV file of key,value records over one stream")
-    stream.add_argument("file", help="RFC 4180 CSV, UTF-8 (with or without BOM)")
-    stream.add_argument("--no-header", dest="header", action="store_false",
-                        help="the file has no 'key,value' header row")
-    stream.add_argument("--skip-bad", action="store_true",
-                        help="report and skip malformed rows instead of stopping")
-    stream.add_argument("--batch-size", type=int, default=500, help="records per message (default 500)")
-    stream.add_argument("--resume-from", type=int, default=0, metavar="N",
-                        help="skip the first N records: those an interrupted run reported committed")
-    watch = sub.add_parser("watch", help="print changes to KEY (or to keys with --prefix) as "
-                                         "they happen: REVISION TYPE KEY VALUE per line")
-    watch.add_argument("key", nargs="?")
-    watch.add_argument("--prefix", help="watch every key starting with PREFIX ('' for all keys)")
-    watch.add_argument("--from-revision", type=int, metavar="N",
-                       help="start with the changes after revision N (default: from now)")
-    watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    return p
-
-
+# The command line lives in kvgrpc.cli; this keeps `python -m kvgrpc.client` and the
+# `kvgrpc` console script working.
 def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
-    args = _parser().parse_args(argv)
-    try:
-        token = (Path(args.token_file).read_text().strip() if args.token_file
-                 else os.environ.get("KVGRPC_TOKEN") or None)
-        with KeyValueClient(args.target, timeout=args.timeout,
-                            batch_records=getattr(args, "batch_size", 500), token=token,
-                            tls=args.tls, ca_file=args.tls_ca, cert_file=args.tls_cert,
-                            key_file=args.tls_key) as client:
-            if args.command == "put":
-                version = client.put(args.key, args.value)
-                print(f"ok (version {version})", file=out)
-            elif args.command == "get":
-                value = client.get(args.key)
-                _write_value(value, out)
-            elif args.command == "delete":
-                print("deleted" if client.delete(args.key) else "not found (nothing deleted)", file=out)
-            elif args.command == "stream":
-                return _stream_file(client, args, out, err)
-            elif args.command == "shell":
-                return _run_shell(client, out)
-            elif args.command == "watch":
-                return _watch(client, args, out, err)
-    except KvError as exc:
-        print(f"error: {exc}", file=err)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
-        return 1
-    return 0
+    """Runs the command line (:mod:`kvgrpc.cli`); returns the exit status."""
+    from kvgrpc.cli.commands import main as cli_main
 
-
-def _watch(client: KeyValueClient, args, out, err) -> int:
-    if (args.key is None) == (args.prefix is None):
-        print("error: watch KEY, or watch --prefix PREFIX", file=err)
-        return 2
-    seen = 0
-    with client.watch(args.key, prefix=args.prefix, start_revision=args.from_revision) as watch:
-        try:
-            for event in watch:
-                print(_event_line(event), file=out, flush=True)
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    break
-        except KeyboardInterrupt:
-            print(f"stopped at revision {watch.revision} (resume with --from-revision "
-                  f"{watch.revision})", file=err)
-    return 0
-
-
-def _event_line(event: WatchEvent) -> str:
-    """One line per event: revision, PUT/DELETE, key, value (text; escapes for other bytes)."""
-    value = event.value.decode("utf-8", "backslashreplace")
-    return f"{event.revision}\t{event.type.upper()}\t{event.key}\t{value}"
-
-
-def _write_value(value: bytes, out) -> None:
-    """Prints a value: as text if it is UTF-8, else raw bytes to a binary stdout."""
-    try:
-        print(value.decode("utf-8"), file=out)
-    except UnicodeDecodeError:
-        buffer = getattr(out, "buffer", None)
-        if buffer is None:
-            print(repr(value), file=out)
-        else:
-            out.flush()
-            buffer.write(value)
+    return cli_main(argv, out, err)
 
 
 if __name__ == "__main__":

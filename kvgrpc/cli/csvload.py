@@ -1,0 +1,382 @@
+"""Reading a CSV file of ``key,value`` records, for the ``stream`` command.
+
+The file is RFC 4180 CSV (quoted fields may hold commas, quotes and newlines), UTF-8
+with or without a BOM. It is read as bytes, lazily, and split into rows by the quoting
+rules alone: a newline ends a row unless it lies inside quotes. Each row is then parsed
+and its fields decoded as UTF-8 on their own, so a row that is bad in any way (an invalid
+UTF-8 sequence, a wrong number of fields, an empty or oversized key, a value over the
+server's limit) is reported at its true line and does not affect the rows after it.
+
+Memory stays bounded whatever the file holds: a row larger than any valid record can be
+(:func:`row_bound`) is not kept, only measured up to its end and reported.
+
+Rows that can be skipped (``--skip-bad``) are :class:`BadRow` with ``skippable`` set. Broken
+quoting cannot be skipped: where the next row starts is then unknown, so the load stops.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, fields as dataclass_fields
+
+from kvgrpc.cli.output import count
+from kvgrpc.client import KeyValueClient
+from kvgrpc.errors import Internal, InvalidArgument, KvError, NotFound
+from kvgrpc.records import Limits
+
+#: Defaults of the flags that a resume command repeats only when they differ.
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_BATCH_SIZE = 500
+
+#: Bytes read at a time: a long line arrives in pieces of this size at most.
+CHUNK_BYTES = 1 << 16
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class HeaderError(InvalidArgument):
+    """The file's first row is not the ``key,value`` header (and ``--no-header`` was not given)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that cannot be sent: ``line`` is its first line in the file (1-based)."""
+
+    line: int
+    reason: str
+    skippable: bool = True
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    """A record read from the file: ``line`` is its first line in the file (1-based)."""
+
+    line: int
+    key: str
+    value: bytes
+
+
+class _Malformed(Exception):
+    """Broken CSV quoting in a row."""
+
+
+def row_bound(limits: Limits) -> int:
+    """The most bytes a valid row can take: both fields at their limits, quoted, every
+    byte a doubled quote, a comma and CRLF. A longer row is bad whatever it holds."""
+    return 2 * (limits.max_key_bytes + limits.max_value_bytes) + 8
+
+
+def _fields(row: bytes) -> list[bytes]:
+    """The fields of one row (its bytes, with its line ending)."""
+    if row.endswith(b"\r\n"):
+        body = row[:-2]
+    elif row.endswith(b"\n"):
+        body = row[:-1]
+    else:
+        body = row
+    if b'"' not in body and b"\r" not in body:
+        return body.split(b",")  # the common case: no quoting, nothing to unescape
+    # latin-1 maps each byte to one character and back, so the csv module splits the
+    # bytes exactly (every delimiter is ASCII, and no UTF-8 sequence contains ASCII).
+    try:
+        fields = next(csv.reader([body.decode("latin-1")], strict=True), [])
+    except csv.Error as exc:
+        raise _Malformed(str(exc)) from None
+    return [field.encode("latin-1") for field in fields]
+
+
+def _utf8(field: bytes, what: str) -> str:
+    try:
+        return field.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not valid UTF-8 (byte 0x{field[exc.start]:02x} at byte "
+                         f"{exc.start} of the {what})") from None
+
+
+def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> Iterator[CsvRow | BadRow]:
+    """Yields each data row of the file as a :class:`CsvRow`, or a :class:`BadRow`.
+
+    With ``header``, the first row must be ``key,value`` (any case, spaces around);
+    otherwise :class:`HeaderError` is raised on the first ``next()``. A row over the
+    limits in ``limits`` (key bytes, value bytes) is a skippable BadRow. Broken quoting
+    yields a BadRow that is not skippable, and ends the iteration. ``OSError`` from
+    reading the file propagates.
+    """
+    bound = row_bound(limits)
+    max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
+    if csv.field_size_limit() < bound:
+        csv.field_size_limit(bound)
+    with open(path, "rb") as f:
+        if f.read(len(_BOM)) != _BOM:
+            f.seek(0)
+        readline = f.readline
+        line = 1  # the number of the next line to read
+        expect_header = header
+        while True:
+            piece = readline(CHUNK_BYTES)
+            if not piece:
+                return
+            start = line
+            if piece[-1:] == b"\n":
+                line += 1
+                complete = not piece.count(b'"') & 1
+            else:
+                complete = False
+            if complete:
+                row: bytes | None = piece
+                size = len(piece)
+            else:  # a quoted newline, a line longer than a piece, or the last line
+                size = len(piece)
+                parts = [piece] if size <= bound else []
+                quotes = piece.count(b'"')
+                while not (piece[-1:] == b"\n" and not quotes & 1):
+                    piece = readline(CHUNK_BYTES)
+                    if not piece:  # the end of the file
+                        if quotes & 1:
+                            yield BadRow(start, "malformed CSV (a quoted field is not closed "
+                                                "before the end of the file)", skippable=False)
+                            return
+                        break
+                    if piece[-1:] == b"\n":
+                        line += 1
+                    quotes += piece.count(b'"')
+                    size += len(piece)
+                    if parts:
+                        if size > bound:
+                            parts = []  # too large to be a record: measured, not kept
+                        else:
+                            parts.append(piece)
+                row = b"".join(parts) if parts else None
+            if row is None:
+                end = line - 1 if piece[-1:] == b"\n" else line
+                lines = f"line {start}" if end == start else f"lines {start}-{end}"
+                yield BadRow(start, f"row is {size} bytes ({lines}): larger than any record the "
+                                    f"server accepts (key up to {max_key} bytes, value up to "
+                                    f"{max_value} bytes)")
+                continue
+            try:
+                fields = _fields(row)
+            except _Malformed as exc:
+                yield BadRow(start, f"malformed CSV ({exc})", skippable=False)
+                return
+            if expect_header:
+                expect_header = False
+                names = [f.decode("utf-8", "replace").strip().lower() for f in fields]
+                if names != ["key", "value"]:
+                    shown = b",".join(fields).decode("utf-8", "backslashreplace")[:60]
+                    raise HeaderError(f"{path}: line 1 is {shown!r}, not the header 'key,value'; "
+                                      "pass --no-header if the file has no header row")
+                continue
+            if len(fields) != 2:
+                what = "is empty" if fields == [b""] else f"has {len(fields)} fields"
+                yield BadRow(start, f"row {what}; expected 2 (key,value)")
+                continue
+            key_bytes, value = fields
+            try:
+                key = _utf8(key_bytes, "key")
+                if not value.isascii():
+                    _utf8(value, "value")
+            except ValueError as exc:
+                yield BadRow(start, str(exc))
+                continue
+            if not key_bytes:
+                yield BadRow(start, f"key is empty; a key must be 1 to {max_key} bytes")
+            elif len(key_bytes) > max_key:
+                yield BadRow(start, f"key is {len(key_bytes)} bytes; the limit is {max_key} bytes")
+            elif len(value) > max_value:
+                yield BadRow(start, f"value is {len(value)} bytes; the server's limit is "
+                                    f"{max_value} bytes")
+            else:
+                yield CsvRow(start, key, value)
+
+
+# --------------------------------------------------------------------------------------
+# The `stream` command
+# --------------------------------------------------------------------------------------
+
+
+def server_limits(client: KeyValueClient) -> Limits:
+    """The server's limits (GetStatus); the defaults for any it does not report (a server
+    older than ServerLimits answers zeros, or UNIMPLEMENTED)."""
+    defaults = Limits()
+    try:
+        reported = client.limits()
+    except Internal:  # UNIMPLEMENTED (and other unmapped codes) arrive as Internal
+        return defaults
+    return Limits(**{
+        f.name: getattr(reported, f.name) or getattr(defaults, f.name) for f in dataclass_fields(Limits)
+    })
+
+
+def resume_command(args, load_id: str) -> str:
+    """The one command that resumes this load: the same file and flags, with its id."""
+    words = ["python", "-m", "kvgrpc.client", "--target", args.target]
+    if args.timeout != DEFAULT_TIMEOUT:
+        words += ["--timeout", f"{args.timeout:g}"]
+    for flag, value in (("--token-file", args.token_file), ("--tls-ca", args.tls_ca),
+                        ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value:
+            words += [flag, value]
+    if args.tls:
+        words.append("--tls")
+    words += ["stream", args.file, "--load-id", load_id]
+    if not args.header:
+        words.append("--no-header")
+    if args.skip_bad:
+        words.append("--skip-bad")
+    if args.batch_size != DEFAULT_BATCH_SIZE:
+        words += ["--batch-size", str(args.batch_size)]
+    return shlex.join(words)
+
+
+def stream_file(client: KeyValueClient, args, out, err) -> int:
+    """The ``stream`` command: loads a CSV file as one named load; returns the exit status.
+
+    Record indices count the records sent (good rows; skipped bad rows do not count), so
+    the same file with the same flags gives the same indices. With ``--load-id`` it asks
+    the server how many records of that load are committed and sends only the rest. On
+    any failure after the load has started it prints the one command that resumes it.
+    """
+    with open(args.file, "rb"):  # a missing or unreadable file fails before anything else
+        pass
+    limits = server_limits(client)
+    load_id = args.load_id or str(uuid.uuid4())
+    resume = resume_command(args, load_id)
+    start = 0
+    if args.load_id:
+        try:
+            start = client.get_load(load_id).committed
+        except NotFound:
+            print(f"load {load_id}: the server has no record of it; starting from the first "
+                  "record", file=err)
+        else:
+            print(f"load {load_id}: {count(start, 'record')} committed by earlier runs; "
+                  "sending the rest", file=err)
+    items: Iterator[CsvRow | BadRow] = read_csv(args.file, header=args.header, limits=limits)
+    try:  # the header is checked before the load starts: nothing to resume if it is wrong
+        first = next(items, None)
+    except HeaderError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    if first is not None:
+        items = itertools.chain([first], items)
+
+    stopped: list[BadRow | Exception] = []  # what ended the load early
+    skipped = 0
+
+    # gRPC consumes this generator on its own thread, where an exception would cancel the
+    # call with an opaque status; so it never raises: it records the problem and ends the
+    # stream, and the server commits every record sent before it.
+    def records() -> Iterator[tuple[str, bytes]]:
+        nonlocal skipped
+        index = 0  # of the next good record in the file
+        try:
+            for item in items:
+                if isinstance(item, BadRow):
+                    if args.skip_bad and item.skippable:
+                        if index >= start:  # rows before were reported by earlier runs
+                            skipped += 1
+                            print(f"skipped {item}", file=err)
+                        continue
+                    stopped.append(item)
+                    return
+                index += 1
+                if index > start:
+                    yield item.key, item.value
+        except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
+            stopped.append(exc)
+
+    progress = _progress_bar(err)
+    started = time.monotonic()
+    failure: KvError | None = None
+    committed: int | None
+    try:
+        committed = client.stream_put(
+            records(), load_id=load_id, start_index=start,
+            on_sent=progress.update if progress is not None else None,
+        )
+    except KvError as exc:
+        committed, failure = exc.committed, exc
+        if committed is None:  # no count came with the error: ask the load's progress
+            committed = _committed_since(client, load_id, start)
+    finally:
+        if progress is not None:
+            progress.close()
+    seconds = time.monotonic() - started
+    if committed is None:
+        summary = (f"the number of records committed to {args.target} is unknown (the server "
+                   "did not report it; the resume command asks it)")
+    else:
+        rate = committed / seconds if seconds > 0 else 0.0
+        summary = (f"{count(committed, 'record')} committed to {args.target} in {seconds:.2f} s "
+                   f"({rate:,.0f} records/s)")
+    if start:
+        summary += f"; {count(start, 'record')} committed before, by earlier runs of the load"
+    if skipped:
+        summary += f"; {count(skipped, 'bad row')} skipped"
+    print(summary, file=out)
+    before = "" if committed is None else f"{count(committed, 'record')} committed before it"
+    if failure is not None:
+        where = _locate_record(args, failure, start, limits)
+        print(f"error: {where}{failure}" + (f" ({before})" if before else ""), file=err)
+    elif stopped:
+        problem = stopped[0]
+        notes = [before] if before else []
+        if isinstance(problem, BadRow) and problem.skippable and not args.skip_bad:
+            notes.append("--skip-bad skips such rows")
+        if isinstance(problem, OSError):
+            problem = f"{args.file}: {problem.strerror or problem}"
+        print(f"error: {problem}" + (f" ({'; '.join(notes)})" if notes else ""), file=err)
+    else:
+        return 0
+    print(f"resume with: {resume}", file=err)
+    return 1
+
+
+def _committed_since(client: KeyValueClient, load_id: str, start: int) -> int | None:
+    """How many records after ``start`` the load has committed, or None if the server cannot say."""
+    try:
+        return max(0, client.get_load(load_id).committed - start)
+    except NotFound:
+        return 0  # nothing of the load was ever committed
+    except KvError:
+        return None
+
+
+def _locate_record(args, failure: KvError, start: int, limits: Limits) -> str:
+    """For a server error naming 'record N' (N counted from the stream's first record),
+    returns 'line L: ' by reading the file again; else ''."""
+    if not isinstance(failure, InvalidArgument) or not failure.message.startswith("record "):
+        return ""
+    try:
+        index = start + int(failure.message.split()[1].rstrip(":"))
+    except (IndexError, ValueError):
+        return ""
+    sent = 0
+    try:
+        for item in read_csv(args.file, header=args.header, limits=limits):
+            if isinstance(item, BadRow):
+                continue  # skipped (or the stop point, which lies after every sent record)
+            if sent == index:
+                return f"line {item.line}: "
+            sent += 1
+    except (OSError, InvalidArgument):
+        pass
+    return ""
+
+
+def _progress_bar(err):
+    """A tqdm progress bar on stderr when it is a terminal, else None."""
+    if not err.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(file=err, unit=" records", unit_scale=True, desc="sent", smoothing=0.1)
