@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import fields as dataclass_fields
 from typing import NamedTuple
 
 import grpc
@@ -37,7 +38,7 @@ from kvgrpc.errors import (
     Unavailable,
     error_class,
 )
-from kvgrpc.records import EndpointStatus, Record
+from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Record", "EndpointStatus", "Watch", "WatchEvent", "DEFAULT_TARGET"]
@@ -295,6 +296,8 @@ class KeyValueClient:
         self,
         records: Iterable[tuple[str, Value]],
         *,
+        load_id: str | None = None,
+        start_index: int = 0,
         on_sent: Callable[[int], None] | None = None,
     ) -> int:
         """Streams records over one call, in order; returns how many were committed.
@@ -302,33 +305,54 @@ class KeyValueClient:
         Records are sent in messages of up to ``batch_records`` records / ``batch_bytes``
         bytes, read lazily from ``records`` (memory stays flat). ``on_sent(n)`` is called
         after each message with the number of records it carried. On failure the raised
-        error's ``committed`` says how many leading records were committed.
+        error's ``committed`` says how many leading records of ``records`` were committed.
+
+        ``load_id`` names the load (see :meth:`get_load`); ``start_index`` is the index
+        within the load of the first of ``records``. (Minimal version for the CLI: no
+        retry of its own; the ``loads`` branch brings the full one.)
         """
         try:
-            reply = self._stub.StreamPut(self._messages(records, on_sent))
+            reply = self._stub.StreamPut(self._messages(records, on_sent, load_id, start_index))
         except grpc.RpcError as exc:
-            raise _error_from(exc) from None
+            error = _error_from(exc)
+            if load_id and error.committed is not None:  # the load's count: make it ours
+                error.committed = max(0, error.committed - start_index)
+            raise error from None
         self._wrote(reply)
         return reply.committed_count
 
+    def get_load(self, load_id: str) -> LoadProgress:
+        """How far the named load has got; raises NotFound when the server has no record of it."""
+        reply = self._call(self._stub.GetLoad, kv_pb2.GetLoadRequest(load_id=load_id))
+        return LoadProgress(reply.load_id, reply.committed_count, reply.revision,
+                            reply.write_token, reply.updated_unix_ms)
+
+    def limits(self) -> Limits:
+        """The limits the server enforces (from GetStatus)."""
+        reported = self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()).limits
+        return Limits(**{f.name: getattr(reported, f.name) for f in dataclass_fields(Limits)})
+
     def _messages(
-        self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None
+        self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None,
+        load_id: str | None = None, start_index: int = 0,
     ) -> Iterator[kv_pb2.StreamPutRequest]:
+        first = {"load_id": load_id, "start_index": start_index} if load_id else {}
         batch: list[kv_pb2.KeyValuePair] = []
         size = 0
         for key, value in records:
             pair = kv_pb2.KeyValuePair(key=key, value=_as_bytes(value))
             pair_size = len(pair.key) + len(pair.value) + 8
             if batch and (len(batch) >= self.batch_records or size + pair_size > self.batch_bytes):
-                yield kv_pb2.StreamPutRequest(records=batch)
+                yield kv_pb2.StreamPutRequest(records=batch, **first)
+                first = {}
                 if on_sent:
                     on_sent(len(batch))
                 batch, size = [], 0
             batch.append(pair)
             size += pair_size
-        if batch:
-            yield kv_pb2.StreamPutRequest(records=batch)
-            if on_sent:
+        if batch or first:
+            yield kv_pb2.StreamPutRequest(records=batch, **first)
+            if on_sent and batch:
                 on_sent(len(batch))
 
 
