@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -228,7 +229,9 @@ class KeyValueServicer(kv_pb2_grpc.KeyValueServicer):
     def GetStatus(self, request: kv_pb2.GetStatusRequest, context) -> kv_pb2.GetStatusResponse:
         with _status_on_error(context):
             endpoints = self._service.status()
-        return kv_pb2.GetStatusResponse(endpoints=[_endpoint_pb(e) for e in endpoints])
+        limits = kv_pb2.ServerLimits(**dataclasses.asdict(self._service.limits))
+        return kv_pb2.GetStatusResponse(endpoints=[_endpoint_pb(e) for e in endpoints],
+                                        limits=limits)
 
 
 # --------------------------------------------------------------------------------------
