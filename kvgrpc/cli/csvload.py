@@ -34,7 +34,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_BATCH_SIZE = 500
 
 #: Bytes read at a time: a long line arrives in pieces of this size at most.
-CHUNK_BYTES = 1 << 16
+BLOCK_BYTES = 1 << 20
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -55,17 +55,20 @@ class BadRow:
         return f"line {self.line}: {self.reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class CsvRow:
-    """A record read from the file: ``line`` is its first line in the file (1-based)."""
-
-    line: int
-    key: str
-    value: bytes
+#: A record read from the file: ``(line, key, value)``, ``line`` its first line in the
+#: file (1-based). A plain tuple: one is made per record, and it is the cheapest to build.
+CsvRow = tuple[int, str, bytes]
 
 
 class _Malformed(Exception):
     """Broken CSV quoting in a row."""
+
+
+class _LoneCarriageReturn(_Malformed):
+    """A carriage return outside quotes (not part of a CRLF line ending)."""
+
+
+_LONE_CR = "row holds a carriage return (\\r) outside quotes; quote the field that holds it"
 
 
 def row_bound(limits: Limits) -> int:
@@ -74,31 +77,17 @@ def row_bound(limits: Limits) -> int:
     return 2 * (limits.max_key_bytes + limits.max_value_bytes) + 8
 
 
-def _fields(row: bytes) -> list[bytes]:
-    """The fields of one row (its bytes, with its line ending)."""
-    if row.endswith(b"\r\n"):
-        body = row[:-2]
-    elif row.endswith(b"\n"):
-        body = row[:-1]
-    else:
-        body = row
-    if b'"' not in body and b"\r" not in body:
-        return body.split(b",")  # the common case: no quoting, nothing to unescape
+def _fields(body: bytes) -> list[bytes]:
+    """The fields of one row (its bytes, without its line ending), unquoted."""
     # latin-1 maps each byte to one character and back, so the csv module splits the
     # bytes exactly (every delimiter is ASCII, and no UTF-8 sequence contains ASCII).
     try:
         fields = next(csv.reader([body.decode("latin-1")], strict=True), [])
     except csv.Error as exc:
+        if "new-line character" in str(exc):
+            raise _LoneCarriageReturn() from None
         raise _Malformed(str(exc)) from None
     return [field.encode("latin-1") for field in fields]
-
-
-def _utf8(field: bytes, what: str) -> str:
-    try:
-        return field.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{what} is not valid UTF-8 (byte 0x{field[exc.start]:02x} at byte "
-                         f"{exc.start} of the {what})") from None
 
 
 def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> Iterator[CsvRow | BadRow]:
@@ -114,88 +103,126 @@ def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> It
     max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
     if csv.field_size_limit() < bound:
         csv.field_size_limit(bound)
+
+    def check(start: int, fields: list[bytes]) -> CsvRow | BadRow:
+        if len(fields) != 2:
+            what = "is empty" if fields == [b""] else f"has {len(fields)} fields"
+            return BadRow(start, f"row {what}; expected 2 (key,value)")
+        key_bytes, value = fields
+        try:
+            key = key_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return BadRow(start, _not_utf8(key_bytes, exc, "key"))
+        if not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return BadRow(start, _not_utf8(value, exc, "value"))
+        if not key_bytes:
+            return BadRow(start, f"key is empty; a key must be 1 to {max_key} bytes")
+        if len(key_bytes) > max_key:
+            return BadRow(start, f"key is {len(key_bytes)} bytes; the limit is {max_key} bytes")
+        if len(value) > max_value:
+            return BadRow(start, f"value is {len(value)} bytes; the server's limit is "
+                                 f"{max_value} bytes")
+        return (start, key, value)
+
     with open(path, "rb") as f:
         if f.read(len(_BOM)) != _BOM:
             f.seek(0)
-        readline = f.readline
-        line = 1  # the number of the next line to read
+        line = 1  # the line the next segment belongs to
         expect_header = header
+        # A row in progress (over several lines, or a line over several blocks):
+        start = 0  # its first line; 0 when there is none
+        parts: list[bytes] = []  # its bytes so far, unless it is too large to be valid
+        size = quotes = 0
+        over = False
         while True:
-            piece = readline(CHUNK_BYTES)
-            if not piece:
-                return
-            start = line
-            if piece[-1:] == b"\n":
-                line += 1
-                complete = not piece.count(b'"') & 1
-            else:
-                complete = False
-            if complete:
-                row: bytes | None = piece
-                size = len(piece)
-            else:  # a quoted newline, a line longer than a piece, or the last line
-                size = len(piece)
-                parts = [piece] if size <= bound else []
-                quotes = piece.count(b'"')
-                while not (piece[-1:] == b"\n" and not quotes & 1):
-                    piece = readline(CHUNK_BYTES)
-                    if not piece:  # the end of the file
-                        if quotes & 1:
-                            yield BadRow(start, "malformed CSV (a quoted field is not closed "
-                                                "before the end of the file)", skippable=False)
-                            return
-                        break
-                    if piece[-1:] == b"\n":
+            block = f.read(BLOCK_BYTES)
+            segments = block.split(b"\n")  # all but the last end a line
+            last = len(segments) - 1
+            for i, data in enumerate(segments):
+                ends_line = i < last
+                if not start:
+                    if ends_line and b'"' not in data:  # the common case: a whole unquoted line
+                        if data[-1:] == b"\r":
+                            data = data[:-1]
+                        row_line = line
                         line += 1
-                    quotes += piece.count(b'"')
-                    size += len(piece)
-                    if parts:
-                        if size > bound:
-                            parts = []  # too large to be a record: measured, not kept
-                        else:
-                            parts.append(piece)
-                row = b"".join(parts) if parts else None
-            if row is None:
-                end = line - 1 if piece[-1:] == b"\n" else line
-                lines = f"line {start}" if end == start else f"lines {start}-{end}"
-                yield BadRow(start, f"row is {size} bytes ({lines}): larger than any record the "
-                                    f"server accepts (key up to {max_key} bytes, value up to "
-                                    f"{max_value} bytes)")
-                continue
-            try:
-                fields = _fields(row)
-            except _Malformed as exc:
-                yield BadRow(start, f"malformed CSV ({exc})", skippable=False)
+                        if b"\r" in data:
+                            yield BadRow(row_line, _LONE_CR)
+                            continue
+                        fields = data.split(b",")
+                        if expect_header:
+                            expect_header = False
+                            _check_header(path, fields)
+                            continue
+                        yield check(row_line, fields)
+                        continue
+                    if not data and not ends_line:
+                        continue  # the block ended at the end of a line
+                    start, parts, size, quotes, over = line, [], 0, 0, False
+                quotes += data.count(b'"')
+                size += len(data) + ends_line
+                if not over:
+                    if size > bound:  # too large to be a record: measured to its end, not kept
+                        over, parts = True, []
+                    else:
+                        parts.append(data)
+                        if ends_line:
+                            parts.append(b"\n")
+                if ends_line:
+                    line += 1
+                    if quotes & 1:
+                        continue  # a newline inside quotes: the row goes on
+                elif block:
+                    continue  # the line goes on in the next block
+                elif quotes & 1:
+                    yield BadRow(start, "malformed CSV (a quoted field is not closed before "
+                                        "the end of the file)", skippable=False)
+                    return
+                # The row is complete.
+                row_start, start = start, 0
+                if over:
+                    end = line - 1 if ends_line else line
+                    lines = f"line {row_start}" if end == row_start else f"lines {row_start}-{end}"
+                    yield BadRow(row_start, f"row is {size} bytes ({lines}): larger than any "
+                                            f"record the server accepts (key up to {max_key} "
+                                            f"bytes, value up to {max_value} bytes)")
+                    continue
+                if ends_line:
+                    parts.pop()  # the row's own line ending
+                body = b"".join(parts)
+                if body[-1:] == b"\r":
+                    body = body[:-1]
+                try:
+                    fields = _fields(body)
+                except _LoneCarriageReturn:
+                    yield BadRow(row_start, _LONE_CR)
+                    continue
+                except _Malformed as exc:
+                    yield BadRow(row_start, f"malformed CSV ({exc})", skippable=False)
+                    return
+                if expect_header:
+                    expect_header = False
+                    _check_header(path, fields)
+                    continue
+                yield check(row_start, fields)
+            if not block:
                 return
-            if expect_header:
-                expect_header = False
-                names = [f.decode("utf-8", "replace").strip().lower() for f in fields]
-                if names != ["key", "value"]:
-                    shown = b",".join(fields).decode("utf-8", "backslashreplace")[:60]
-                    raise HeaderError(f"{path}: line 1 is {shown!r}, not the header 'key,value'; "
-                                      "pass --no-header if the file has no header row")
-                continue
-            if len(fields) != 2:
-                what = "is empty" if fields == [b""] else f"has {len(fields)} fields"
-                yield BadRow(start, f"row {what}; expected 2 (key,value)")
-                continue
-            key_bytes, value = fields
-            try:
-                key = _utf8(key_bytes, "key")
-                if not value.isascii():
-                    _utf8(value, "value")
-            except ValueError as exc:
-                yield BadRow(start, str(exc))
-                continue
-            if not key_bytes:
-                yield BadRow(start, f"key is empty; a key must be 1 to {max_key} bytes")
-            elif len(key_bytes) > max_key:
-                yield BadRow(start, f"key is {len(key_bytes)} bytes; the limit is {max_key} bytes")
-            elif len(value) > max_value:
-                yield BadRow(start, f"value is {len(value)} bytes; the server's limit is "
-                                    f"{max_value} bytes")
-            else:
-                yield CsvRow(start, key, value)
+
+
+def _check_header(path: str, fields: list[bytes]) -> None:
+    names = [f.decode("utf-8", "replace").strip().lower() for f in fields]
+    if names != ["key", "value"]:
+        shown = b",".join(fields).decode("utf-8", "backslashreplace")[:60]
+        raise HeaderError(f"{path}: line 1 is {shown!r}, not the header 'key,value'; "
+                          "pass --no-header if the file has no header row")
+
+
+def _not_utf8(field: bytes, exc: UnicodeDecodeError, what: str) -> str:
+    return (f"{what} is not valid UTF-8 (byte 0x{field[exc.start]:02x} at byte {exc.start} "
+            f"of the {what})")
 
 
 # --------------------------------------------------------------------------------------
@@ -290,7 +317,7 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
                     return
                 index += 1
                 if index > start:
-                    yield item.key, item.value
+                    yield item[1], item[2]
         except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
             stopped.append(exc)
 
@@ -366,7 +393,7 @@ def _locate_record(args, failure: KvError, start: int, limits: Limits) -> str:
             if isinstance(item, BadRow):
                 continue  # skipped (or the stop point, which lies after every sent record)
             if sent == index:
-                return f"line {item.line}: "
+                return f"line {item[0]}: "
             sent += 1
     except (OSError, InvalidArgument):
         pass
