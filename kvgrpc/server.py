@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
 import grpc
+from kvgrpc.extras import exit_unless_server_extra
+exit_unless_server_extra(__name__)  # a one-line hint, not a traceback, without the [server] extra
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
