@@ -284,6 +284,9 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         except NotFound:
             print(f"load {load_id}: the server has no record of it; starting from the first "
                   "record", file=err)
+        except Internal as exc:  # UNIMPLEMENTED: a server without named loads
+            raise Internal(f"{args.target} cannot resume a load ({exc}): it predates named "
+                           "loads") from None
         else:
             print(f"load {load_id}: {count(start, 'record')} committed by earlier runs; "
                   "sending the rest", file=err)
