@@ -132,8 +132,9 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
                             token=token, tls=args.tls, ca_file=args.tls_ca,
                             cert_file=args.tls_cert, key_file=args.tls_key) as client:
             return COMMANDS[args.command](client, args, out, err)
-    except Unavailable as exc:
-        print(f"error: {args.target}: {exc}", file=err)
+    except Unavailable as exc:  # say which server could not be reached
+        print(f"error: {exc}" if args.target in str(exc) else f"error: {args.target}: {exc}",
+              file=err)
     except KvError as exc:
         print(f"error: {exc}", file=err)
     except OSError as exc:
