@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields as dataclass_fields
 
 from kvgrpc.cli.output import count
 from kvgrpc.client import KeyValueClient
-from kvgrpc.errors import Internal, InvalidArgument, KvError, NotFound
+from kvgrpc.errors import Cancelled, Internal, InvalidArgument, KvError, NotFound
 from kvgrpc.records import Limits
 
 #: Defaults of the flags that a resume command repeats only when they differ.
@@ -337,13 +337,15 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         committed, failure = exc.committed, exc
         if committed is None:  # no count came with the error: ask the load's progress
             committed = _committed_since(client, load_id, start)
+    except KeyboardInterrupt:  # the batch in flight may still commit: the resume command asks
+        committed, failure = None, Cancelled("interrupted")
     finally:
         if progress is not None:
             progress.close()
     seconds = time.monotonic() - started
     if committed is None:
-        summary = (f"the number of records committed to {args.target} is unknown (the server "
-                   "did not report it; the resume command asks it)")
+        summary = (f"the number of records committed to {args.target} is not known here (the "
+                   "resume command asks the server)")
     else:
         rate = committed / seconds if seconds > 0 else 0.0
         summary = (f"{count(committed, 'record')} committed to {args.target} in {seconds:.2f} s "
