@@ -176,6 +176,11 @@ def test_a_value_over_the_servers_limit_is_a_bad_row_at_its_line(start_server, t
     assert "skipped line 5: value is 11 bytes; the server's limit is 10 bytes\n" in skipping.stderr
     assert skipping.stdout.startswith("3 records committed") and "; 1 bad row skipped\n" in skipping.stdout
     assert _contents(server, ["a", "b\nb", "c", "d"]) == {"a": b"1", "b\nb": b"2", "d": b"4"}
+    status, out, _ = cli("--target", server.target, "stream", "--skip-bad", "-o", "json", path)
+    summary = json.loads(out)
+    assert status == 0 and uuid.UUID(summary.pop("load_id")) and summary.pop("seconds") >= 0
+    assert summary == {"target": server.target, "committed": 3, "committed_before": 0,
+                       "bad_rows_skipped": 1, "ok": True}
 
 
 def test_put_get_delete_commands(sqlite_server):

@@ -133,8 +133,7 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
                             cert_file=args.tls_cert, key_file=args.tls_key) as client:
             return COMMANDS[args.command](client, args, out, err)
     except Unavailable as exc:  # say which server could not be reached
-        print(f"error: {exc}" if args.target in str(exc) else f"error: {args.target}: {exc}",
-              file=err)
+        print(f"error: {args.target}: {exc}", file=err)
     except KvError as exc:
         print(f"error: {exc}", file=err)
     except OSError as exc:
@@ -227,7 +226,10 @@ def _status(client: KeyValueClient, args, out, err) -> int:
 def _watch(client: KeyValueClient, args, out, err) -> int:
     # A watch has no deadline; without this a server that is down would leave it
     # retrying silently. Once connected, a broken stream is resumed by the library.
-    client.wait_until_connected(timeout=args.timeout)
+    try:
+        client.wait_until_connected(timeout=args.timeout)
+    except Unavailable:
+        raise Unavailable(f"no connection within {args.timeout:g} s (--timeout)") from None
     seen = 0
     with client.watch(args.key, prefix=args.prefix, start_revision=args.from_revision) as watch:
         try:

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields as dataclass_fields
 
-from kvgrpc.cli.output import count
+from kvgrpc.cli.output import count, json_line
 from kvgrpc.client import KeyValueClient
 from kvgrpc.errors import Cancelled, Internal, InvalidArgument, KvError, NotFound
 from kvgrpc.records import Limits
@@ -354,7 +354,13 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         summary += f"; {count(start, 'record')} committed before, by earlier runs of the load"
     if skipped:
         summary += f"; {count(skipped, 'bad row')} skipped"
-    print(summary, file=out)
+    if args.output == "json":  # for programs: the same facts, one JSON object
+        print(json_line({"target": args.target, "load_id": load_id, "committed": committed,
+                         "committed_before": start, "bad_rows_skipped": skipped,
+                         "seconds": round(seconds, 3), "ok": failure is None and not stopped}),
+              file=out)
+    else:
+        print(summary, file=out)
     before = "" if committed is None else f"{count(committed, 'record')} committed before it"
     if failure is not None:
         where = _locate_record(args, failure, start, limits)
