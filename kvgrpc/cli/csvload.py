@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields as dataclass_fields
 
 from kvgrpc.cli.output import count, json_line
 from kvgrpc.client import KeyValueClient
-from kvgrpc.errors import Cancelled, Internal, InvalidArgument, KvError, NotFound
+from kvgrpc.errors import Aborted, Cancelled, Internal, InvalidArgument, KvError, NotFound
 from kvgrpc.records import Limits
 
 #: Defaults of the flags that a resume command repeats only when they differ.
@@ -279,70 +279,27 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
     resume = resume_command(args, load_id)
     start = 0
     if args.load_id:
-        try:
-            start = client.get_load(load_id).committed
-        except NotFound:
-            print(f"load {load_id}: the server has no record of it; starting from the first "
-                  "record", file=err)
-        except Internal as exc:  # UNIMPLEMENTED: a server without named loads
-            raise Internal(f"{args.target} cannot resume a load ({exc}): it predates named "
-                           "loads") from None
-        else:
-            print(f"load {load_id}: {count(start, 'record')} committed by earlier runs; "
-                  "sending the rest", file=err)
-    items: Iterator[CsvRow | BadRow] = read_csv(args.file, header=args.header, limits=limits)
-    try:  # the header is checked before the load starts: nothing to resume if it is wrong
-        first = next(items, None)
-    except HeaderError as exc:
-        print(f"error: {exc}", file=err)
-        return 1
-    if first is not None:
-        items = itertools.chain([first], items)
-
-    stopped: list[BadRow | Exception] = []  # what ended the load early
-    skipped = 0
-
-    # gRPC consumes this generator on its own thread, where an exception would cancel the
-    # call with an opaque status; so it never raises: it records the problem and ends the
-    # stream, and the server commits every record sent before it.
-    def records() -> Iterator[tuple[str, bytes]]:
-        nonlocal skipped
-        index = 0  # of the next good record in the file
-        try:
-            for item in items:
-                if isinstance(item, BadRow):
-                    if args.skip_bad and item.skippable:
-                        if index >= start:  # rows before were reported by earlier runs
-                            skipped += 1
-                            print(f"skipped {item}", file=err)
-                        continue
-                    stopped.append(item)
-                    return
-                index += 1
-                if index > start:
-                    yield item[1], item[2]
-        except Exception as exc:  # noqa: BLE001 - reported below, after the stream ends
-            stopped.append(exc)
-
+        start = _load_start(client, args, load_id, err)
+    first_start = start
     progress = _progress_bar(err)
     started = time.monotonic()
-    failure: KvError | None = None
-    committed: int | None
     try:
-        committed = client.stream_put(
-            records(), load_id=load_id, start_index=start,
-            on_sent=progress.update if progress is not None else None,
-        )
-    except KvError as exc:
-        committed, failure = exc.committed, exc
-        if committed is None:  # no count came with the error: ask the load's progress
-            committed = _committed_since(client, load_id, start)
-    except KeyboardInterrupt:  # the batch in flight may still commit: the resume command asks
-        committed, failure = None, Cancelled("interrupted")
+        for attempt in range(1, RESUME_ATTEMPTS + 1):
+            try:
+                run = _send(client, args, load_id, start, limits, err, progress)
+            except HeaderError as exc:  # checked before the load starts: nothing to resume
+                print(f"error: {exc}", file=err)
+                return 1
+            if not isinstance(run.failure, Aborted) or attempt == RESUME_ATTEMPTS:
+                break
+            # The load moved on under this stream (a vanished server's last batch committed
+            # after the count was read): nothing was written twice; ask again, send the rest.
+            start = _load_start(client, args, load_id, err)
     finally:
         if progress is not None:
             progress.close()
     seconds = time.monotonic() - started
+    committed = None if run.committed is None else run.committed + start - first_start
     if committed is None:
         summary = (f"the number of records committed to {args.target} is not known here (the "
                    "resume command asks the server)")
@@ -350,23 +307,25 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         rate = committed / seconds if seconds > 0 else 0.0
         summary = (f"{count(committed, 'record')} committed to {args.target} in {seconds:.2f} s "
                    f"({rate:,.0f} records/s)")
-    if start:
-        summary += f"; {count(start, 'record')} committed before, by earlier runs of the load"
-    if skipped:
-        summary += f"; {count(skipped, 'bad row')} skipped"
+    if first_start:
+        summary += f"; {count(first_start, 'record')} committed before, by earlier runs of the load"
+    if run.skipped:
+        summary += f"; {count(run.skipped, 'bad row')} skipped"
     if args.output == "json":  # for programs: the same facts, one JSON object
         print(json_line({"target": args.target, "load_id": load_id, "committed": committed,
-                         "committed_before": start, "bad_rows_skipped": skipped,
-                         "seconds": round(seconds, 3), "ok": failure is None and not stopped}),
+                         "committed_before": first_start, "bad_rows_skipped": run.skipped,
+                         "seconds": round(seconds, 3), "ok": run.failure is None and not run.stopped}),
               file=out)
     else:
         print(summary, file=out)
-    before = "" if committed is None else f"{count(committed, 'record')} committed before it"
-    if failure is not None:
-        where = _locate_record(args, failure, start, limits)
-        print(f"error: {where}{failure}" + (f" ({before})" if before else ""), file=err)
-    elif stopped:
-        problem = stopped[0]
+    before = ("" if run.committed is None
+              else f"{count(run.committed + start, 'record')} of the load committed before it"
+              if start else f"{count(run.committed, 'record')} committed before it")
+    if run.failure is not None:
+        where = _locate_record(args, run.failure, start, limits)
+        print(f"error: {where}{run.failure}" + (f" ({before})" if before else ""), file=err)
+    elif run.stopped:
+        problem = run.stopped[0]
         notes = [before] if before else []
         if isinstance(problem, BadRow) and problem.skippable and not args.skip_bad:
             notes.append("--skip-bad skips such rows")
@@ -377,6 +336,80 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         return 0
     print(f"resume with: {resume}", file=err)
     return 1
+
+
+#: How many times ``stream`` starts its stream again when the load moved on under it (ABORTED).
+RESUME_ATTEMPTS = 3
+
+
+@dataclass
+class _Run:
+    """What one stream of a ``stream`` command did."""
+
+    committed: int | None  # records of this stream committed (None: unknown)
+    failure: KvError | None  # how the stream failed
+    stopped: list[BadRow | Exception]  # what ended the records early (a bad row, a read error)
+    skipped: int  # bad rows skipped
+
+
+def _load_start(client: KeyValueClient, args, load_id: str, err) -> int:
+    """How many records of the load are committed (0 when the server never saw it)."""
+    try:
+        start = client.get_load(load_id).committed
+    except NotFound:
+        print(f"load {load_id}: the server has no record of it; starting from the first "
+              "record", file=err)
+        return 0
+    except Internal as exc:  # UNIMPLEMENTED: a server without named loads
+        raise Internal(f"{args.target} cannot resume a load ({exc}): it predates named "
+                       "loads") from None
+    print(f"load {load_id}: {count(start, 'record')} committed by earlier runs; "
+          "sending the rest", file=err)
+    return start
+
+
+def _send(client: KeyValueClient, args, load_id: str, start: int, limits: Limits, err,
+          progress) -> _Run:
+    """Streams the file's records from index ``start`` on as the load ``load_id``."""
+    items: Iterator[CsvRow | BadRow] = read_csv(args.file, header=args.header, limits=limits)
+    first = next(items, None)  # raises HeaderError before the stream opens
+    if first is not None:
+        items = itertools.chain([first], items)
+    run = _Run(committed=None, failure=None, stopped=[], skipped=0)
+
+    # gRPC consumes this generator on its own thread, where an exception would cancel the
+    # call with an opaque status; so it never raises: it records the problem and ends the
+    # stream, and the server commits every record sent before it.
+    def records() -> Iterator[tuple[str, bytes]]:
+        index = 0  # of the next good record in the file
+        try:
+            for item in items:
+                if isinstance(item, BadRow):
+                    if args.skip_bad and item.skippable:
+                        if index >= start:  # rows before were reported by earlier runs
+                            run.skipped += 1
+                            print(f"skipped {item}", file=err)
+                        continue
+                    run.stopped.append(item)
+                    return
+                index += 1
+                if index > start:
+                    yield item[1], item[2]
+        except Exception as exc:  # noqa: BLE001 - reported by the caller, after the stream ends
+            run.stopped.append(exc)
+
+    try:
+        run.committed = client.stream_put(
+            records(), load_id=load_id, start_index=start,
+            on_sent=progress.update if progress is not None else None,
+        )
+    except KvError as exc:
+        run.committed, run.failure = exc.committed, exc
+        if run.committed is None:  # no count came with the error: ask the load's progress
+            run.committed = _committed_since(client, load_id, start)
+    except KeyboardInterrupt:  # the batch in flight may still commit: the resume command asks
+        run.failure = Cancelled("interrupted")
+    return run
 
 
 def _committed_since(client: KeyValueClient, load_id: str, start: int) -> int | None:
