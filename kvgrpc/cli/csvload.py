@@ -248,6 +248,8 @@ def resume_command(args, load_id: str) -> str:
     words = ["python", "-m", "kvgrpc.client", "--target", args.target]
     if args.timeout != DEFAULT_TIMEOUT:
         words += ["--timeout", f"{args.timeout:g}"]
+    if args.output != "text":
+        words += ["--output", args.output]
     for flag, value in (("--token-file", args.token_file), ("--tls-ca", args.tls_ca),
                         ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value:
