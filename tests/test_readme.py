@@ -96,7 +96,10 @@ def test_the_sandbox_route_runs_a_server_with_no_password_in_its_arguments(sandb
     assert (REPO / "scripts/serve.sh").read_text().rstrip().endswith(
         'exec "$repo/.venv/bin/python" -m kvgrpc.server "$@"')
     code = code.replace(serve, f"exec {sys.executable} -m kvgrpc.server --port 0")
-    server = subprocess.Popen(["bash", "-e", "-c", code], cwd=REPO, env=sandbox.script_env,
+    # The session's sandbox, named as a user's shell would name it (`up` finds it running).
+    env = dict(os.environ, KVGRPC_SANDBOX_DIR=str(sandbox.dir), KVGRPC_SANDBOX_REPLICAS="1",
+               KVGRPC_SANDBOX_PORT=sandbox.env["KVGRPC_SANDBOX_MASTER_PORT"])
+    server = subprocess.Popen(["bash", "-e", "-c", code], cwd=REPO, env=env,
                               stderr=subprocess.PIPE, text=True)
     try:
         port = None
