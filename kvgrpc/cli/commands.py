@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 from kvgrpc.cli.csvload import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, stream_file
 from kvgrpc.cli.output import event_line, json_line, record_line
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     return 1
 
 
-def _put(client: KeyValueClient, args, out, err) -> int:
+def _put(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.value_file is not None:
         value: bytes = Path(args.value_file).read_bytes()
     elif args.value == "-":
@@ -165,7 +166,7 @@ def _read_options(args) -> dict:
     return {"consistency": args.consistency, "max_staleness_ms": args.max_staleness_ms}
 
 
-def _get(client: KeyValueClient, args, out, err) -> int:
+def _get(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if len(args.keys) == 1 and args.output == "text":
         _write_value(client.get(args.keys[0], **_read_options(args)), out)
         return 0
@@ -186,7 +187,7 @@ def _get(client: KeyValueClient, args, out, err) -> int:
     return 1 if missing else 0
 
 
-def _delete(client: KeyValueClient, args, out, err) -> int:
+def _delete(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     deleted = client.delete(args.key)
     if args.output == "json":
         print(json_line({"key": args.key, "deleted": deleted, "target": args.target}), file=out)
@@ -196,7 +197,7 @@ def _delete(client: KeyValueClient, args, out, err) -> int:
     return 0
 
 
-def _scan(client: KeyValueClient, args, out, err) -> int:
+def _scan(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.limit is not None and args.limit < 1:
         print("error: --limit must be at least 1", file=err)
         return 2
@@ -211,7 +212,7 @@ def _scan(client: KeyValueClient, args, out, err) -> int:
     return 0
 
 
-def _status(client: KeyValueClient, args, out, err) -> int:
+def _status(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     endpoints = client.status()
     if args.output == "json":
         for endpoint in endpoints:
@@ -223,7 +224,7 @@ def _status(client: KeyValueClient, args, out, err) -> int:
     return 0
 
 
-def _watch(client: KeyValueClient, args, out, err) -> int:
+def _watch(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # A watch has no deadline; without this a server that is down would leave it
     # retrying silently. Once connected, a broken stream is resumed by the library.
     try:
@@ -244,7 +245,7 @@ def _watch(client: KeyValueClient, args, out, err) -> int:
     return 0
 
 
-def _shell(client: KeyValueClient, args, out, err) -> int:
+def _shell(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run_shell(client, out)
 
 

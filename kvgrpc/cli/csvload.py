@@ -16,12 +16,14 @@ quoting cannot be skipped: where the next row starts is then unknown, so the loa
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 import shlex
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TextIO
 from dataclasses import dataclass, fields as dataclass_fields
 
 from kvgrpc.cli.output import count, json_line
@@ -266,7 +268,7 @@ def resume_command(args, load_id: str) -> str:
     return shlex.join(words)
 
 
-def stream_file(client: KeyValueClient, args, out, err) -> int:
+def stream_file(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The ``stream`` command: loads a CSV file as one named load; returns the exit status.
 
     Record indices count the records sent (good rows; skipped bad rows do not count), so
@@ -331,9 +333,9 @@ def stream_file(client: KeyValueClient, args, out, err) -> int:
         notes = [before] if before else []
         if isinstance(problem, BadRow) and problem.skippable and not args.skip_bad:
             notes.append("--skip-bad skips such rows")
-        if isinstance(problem, OSError):
-            problem = f"{args.file}: {problem.strerror or problem}"
-        print(f"error: {problem}" + (f" ({'; '.join(notes)})" if notes else ""), file=err)
+        shown = (f"{args.file}: {problem.strerror or problem}" if isinstance(problem, OSError)
+                 else str(problem))
+        print(f"error: {shown}" + (f" ({'; '.join(notes)})" if notes else ""), file=err)
     else:
         return 0
     print(f"resume with: {resume}", file=err)

@@ -29,7 +29,7 @@ class Shell(cmd.Cmd):
     or values with spaces. Errors are printed and the shell goes on.
     """
 
-    intro = ("kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | "
+    intro: str | None = ("kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | "
              "watch KEY | watch --prefix [PREFIX] | status | quit")
 
     def __init__(self, client: KeyValueClient, out) -> None:
@@ -106,15 +106,17 @@ class Shell(cmd.Cmd):
         args = self._args(line, range(1, 3))
         if args is None:
             return
+        key: str | None = None
+        prefix: str | None = None
         if args[0] == "--prefix":
-            target = {"prefix": args[1] if len(args) > 1 else ""}
+            prefix = args[1] if len(args) > 1 else ""
         elif len(args) == 1:
-            target = {"key": args[0]}
+            key = args[0]
         else:
             self._say("error: watch KEY, or watch --prefix [PREFIX]")
             return
         self._say("watching; Ctrl-C to stop")
-        with self.client.watch(**target) as watch:
+        with self.client.watch(key, prefix=prefix) as watch:
             try:
                 for event in watch:
                     self._say(event_line(event, "text"))
