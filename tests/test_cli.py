@@ -9,6 +9,8 @@ import os
 import pty
 import re
 import shlex
+import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -416,3 +418,29 @@ def test_entry_points(sqlite_server):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.startswith("ok (version"), (argv, result.stderr)
 
+
+
+def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_server, tmp_path):
+    # The resume half needs the server side of named loads (GetLoad; the `loads` branch).
+    path = _write(tmp_path, "big.csv", "key,value\n" + "".join(f"k{i:06d},v{i}\n" for i in range(200_000)))
+    load = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.client", "--target", sqlite_server.target, "stream", path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    table = sqlite3.connect(sqlite_server.config.sqlite_path)
+    deadline = time.monotonic() + 60
+    while not table.execute(f"SELECT COUNT(*) FROM {sqlite_server.config.table}").fetchone()[0]:
+        assert time.monotonic() < deadline and load.poll() is None, "no batch committed"
+        time.sleep(0.02)
+    load.send_signal(signal.SIGINT)  # after the first batch, long before the last
+    out, err = load.communicate(timeout=60)
+    assert load.returncode == 1, (out, err)
+    assert "error: interrupted\n" in err
+    words = assert_one_resume_command(subprocess.CompletedProcess(load.args, 1, out, err),
+                                      sqlite_server.target, path)
+    resumed = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    count, versions = table.execute(
+        f"SELECT COUNT(*), GROUP_CONCAT(DISTINCT version) FROM {sqlite_server.config.table}").fetchone()
+    assert (count, versions) == (200_000, "1")  # the whole file, nothing written twice
