@@ -7,8 +7,9 @@ and its fields decoded as UTF-8 on their own, so a row that is bad in any way (a
 UTF-8 sequence, a wrong number of fields, an empty or oversized key, a value over the
 server's limit) is reported at its true line and does not affect the rows after it.
 
-Memory stays bounded whatever the file holds: a row larger than any valid record can be
-(:func:`row_bound`) is not kept, only measured up to its end and reported.
+Memory stays bounded whatever the file holds: the file is read in blocks of
+``BLOCK_BYTES``, and a row larger than any valid record can be (:func:`row_bound`) is not
+kept, only measured up to its end and reported.
 
 Rows that can be skipped (``--skip-bad``) are :class:`BadRow` with ``skippable`` set. Broken
 quoting cannot be skipped: where the next row starts is then unknown, so the load stops.
@@ -23,8 +24,8 @@ import shlex
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TextIO
 from dataclasses import dataclass, fields as dataclass_fields
+from typing import TextIO
 
 from kvgrpc.cli.output import count, json_line
 from kvgrpc.client import KeyValueClient
