@@ -36,15 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ssl
+from kvgrpc.extras import exit_unless_server_extra
 
-try:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_health.v1._async import HealthServicer
-    from grpc_reflection.v1alpha import reflection
-except ModuleNotFoundError as _missing:  # pragma: no cover - depends on the install
-    sys.exit(f"kvgrpc-server: {_missing.name} is not installed; the server needs the [server] "
-             "extra: pip install 'kvgrpc[server]' (or, from a clone, pip install '.[server]')")
+exit_unless_server_extra(__name__)  # a one-line hint, not a traceback, without the [server] extra
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_health.v1._async import HealthServicer  # noqa: E402
+from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from kvgrpc import kv_pb2
 from kvgrpc.auth import Authenticator, load_tokens, server_credentials

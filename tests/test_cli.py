@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import fcntl
+import io
+import json
 import os
 import pty
 import re
+import shlex
+import signal
+import sqlite3
 import struct
 import subprocess
 import sys
 import termios
 import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from kvgrpc.records import Limits
+from kvgrpc.cli.commands import main as cli_main
 from tests.conftest import run_cli
 
 # Every difficult case the issue lists, written by hand (not by the csv module) so the
@@ -50,6 +59,27 @@ def _write(tmp_path, name: str, text: str, bom: bool = False):
     return str(path)
 
 
+def assert_one_resume_command(result, target: str, path: str, *flags: str) -> list[str]:
+    """The failed run printed exactly one resume command, for this target, file and flags;
+    returns its words."""
+    commands = re.findall(r"^resume with: (.*)$", result.stderr, re.M)
+    assert len(commands) == 1, result.stderr
+    words = shlex.split(commands[0])
+    assert words[:5] == ["python", "-m", "kvgrpc.client", "--target", target]
+    assert words[5:8] == ["stream", path, "--load-id"]
+    assert uuid.UUID(words[8]).version == 4
+    assert words[9:] == list(flags)
+    return words
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """Runs the command line in this process (faster than run_cli where stdin and the
+    process boundary do not matter): (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    status = cli_main(list(args), out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
 def _contents(server, keys, sandbox=None) -> dict[str, bytes]:
     if sandbox is not None:
         sandbox.wait_for_replica()
@@ -62,7 +92,9 @@ def test_stream_hard_csv_lands_exactly_on_the_replica(mysql_server, sandbox, tmp
     path = _write(tmp_path, "hard.csv", HARD_CSV, bom=bom)
     result = run_cli("--target", mysql_server.target, "stream", path)
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"9 records committed in \d+\.\d\d s \([\d,]+ records/s\)\n", result.stdout)
+    target = re.escape(mysql_server.target)
+    assert re.fullmatch(rf"9 records committed to {target} in \d+\.\d\d s \([\d,]+ records/s\)\n",
+                        result.stdout)
     expected = {k: v.encode() for k, v in HARD_EXPECTED.items()}
     assert _contents(mysql_server, expected, sandbox) == expected
     # The replica itself holds exactly these rows.
@@ -85,8 +117,9 @@ def test_stream_missing_header_is_a_clear_error_not_a_lost_record(sqlite_server,
     path = _write(tmp_path, "nohdr.csv", "a,1\nb,2\n")
     result = run_cli("--target", sqlite_server.target, "stream", path)
     assert result.returncode == 1
-    assert "line 1 is 'a,1', not the header 'key,value'; pass --no-header" in result.stderr
-    assert "0 records committed" in result.stdout
+    assert result.stderr == (f"error: {path}: line 1 is 'a,1', not the header 'key,value'; "
+                             "pass --no-header if the file has no header row\n")
+    assert result.stdout == ""  # checked before the load starts: nothing to resume
     assert _contents(sqlite_server, ["a", "b"]) == {}
 
 
@@ -98,6 +131,7 @@ def test_stream_malformed_row_stops_with_line_and_committed_count(mysql_server, 
     assert result.returncode == 1
     assert ("error: line 1503: row has 3 fields; expected 2 (key,value) "
             "(1501 records committed before it; --skip-bad skips such rows)") in result.stderr
+    assert_one_resume_command(result, mysql_server.target, path)
     assert result.stdout.startswith("1501 records committed")
     got = _contents(mysql_server, [f"k{i}" for i in range(1000, 1510)], sandbox)
     assert set(got) == {f"k{i}" for i in range(1000, 1501)}
@@ -109,8 +143,8 @@ def test_stream_skip_bad_reports_and_skips(sqlite_server, tmp_path):
     result = run_cli("--target", sqlite_server.target, "stream", "--skip-bad", path)
     assert result.returncode == 0, result.stderr
     assert "skipped line 3: row has 3 fields" in result.stderr
-    assert "skipped line 4: key: key is 3073 bytes; the limit is 3072 bytes" in result.stderr
-    assert "skipped line 5: key: key is empty" in result.stderr
+    assert "skipped line 4: key is 3073 bytes; the limit is 3072 bytes" in result.stderr
+    assert "skipped line 5: key is empty" in result.stderr
     assert result.stdout.startswith("2 records committed") and "3 bad rows skipped" in result.stdout
     assert _contents(sqlite_server, ["a", "b"]) == {"a": b"1", "b": b"2"}
 
@@ -119,40 +153,50 @@ def test_stream_oversized_key_stops_the_load(sqlite_server, tmp_path):
     path = _write(tmp_path, "long.csv", "key,value\na,1\n" + "k" * 3073 + ",v\nb,2\n")
     result = run_cli("--target", sqlite_server.target, "stream", path)
     assert result.returncode == 1
-    assert "line 3: key: key is 3073 bytes; the limit is 3072 bytes (1 records committed" in result.stderr
+    assert ("error: line 3: key is 3073 bytes; the limit is 3072 bytes (1 record committed before "
+            "it; --skip-bad skips such rows)\n") in result.stderr
 
 
 def test_stream_broken_quoting_stops_the_load(sqlite_server, tmp_path):
     path = _write(tmp_path, "quote.csv", 'key,value\na,1\n"b"x,2\nc,3\n')
     result = run_cli("--target", sqlite_server.target, "stream", "--skip-bad", path)
     assert result.returncode == 1
-    assert "line 3: malformed CSV" in result.stderr and "(1 records committed" in result.stderr
+    assert ("error: line 3: malformed CSV (',' expected after '\"') (1 record committed before it)\n"
+            in result.stderr)  # no --skip-bad hint: it cannot skip broken quoting
+    assert_one_resume_command(result, sqlite_server.target, path, "--skip-bad")
 
 
-def test_server_rejection_is_reported_with_the_file_line(start_server, tmp_path):
+def test_a_value_over_the_servers_limit_is_a_bad_row_at_its_line(start_server, tmp_path):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_value_bytes=10))
     path = _write(tmp_path, "big.csv", 'key,value\na,1\n"b\nb",2\nc,' + "x" * 11 + "\nd,4\n")
     result = run_cli("--target", server.target, "stream", path)
     assert result.returncode == 1
-    assert ("error: line 5: record 2: value is 11 bytes; the limit is 10 bytes "
-            "(2 records committed before it)") in result.stderr
+    assert ("error: line 5: value is 11 bytes; the server's limit is 10 bytes "
+            "(2 records committed before it; --skip-bad skips such rows)\n") in result.stderr
     assert _contents(server, ["a", "b\nb", "c", "d"]) == {"a": b"1", "b\nb": b"2"}
+    skipping = run_cli("--target", server.target, "stream", "--skip-bad", path)
+    assert skipping.returncode == 0, skipping.stderr
+    assert "skipped line 5: value is 11 bytes; the server's limit is 10 bytes\n" in skipping.stderr
+    assert skipping.stdout.startswith("3 records committed") and "; 1 bad row skipped\n" in skipping.stdout
+    assert _contents(server, ["a", "b\nb", "c", "d"]) == {"a": b"1", "b\nb": b"2", "d": b"4"}
+    status, out, _ = cli("--target", server.target, "stream", "--skip-bad", "-o", "json", path)
+    summary = json.loads(out)
+    assert status == 0 and uuid.UUID(summary.pop("load_id")) and summary.pop("seconds") >= 0
+    assert summary == {"target": server.target, "committed": 3, "committed_before": 0,
+                       "bad_rows_skipped": 1, "ok": True}
 
 
 def test_put_get_delete_commands(sqlite_server):
     target = ("--target", sqlite_server.target)
-    assert run_cli(*target, "put", "k", "välue").stdout == "ok (version 1)\n"
+    assert run_cli(*target, "put", "k", "välue").stdout == f"ok (version 1 on {sqlite_server.target})\n"
     assert run_cli(*target, "get", "k").stdout == "välue\n"
-    assert run_cli(*target, "delete", "k").stdout == "deleted\n"
+    assert run_cli(*target, "delete", "k").stdout == f"deleted (on {sqlite_server.target})\n"
     missing = run_cli(*target, "get", "k")
     assert missing.returncode == 1 and missing.stderr == "error: key 'k' not found\n"
 
 
-def test_target_from_environment_and_unreachable_server(sqlite_server):
+def test_target_from_environment(sqlite_server):
     assert run_cli("put", "e", "1", env={"KVGRPC_TARGET": sqlite_server.target}).returncode == 0
-    down = run_cli("--target", "127.0.0.1:1", "--timeout", "3", "get", "e")
-    assert down.returncode == 1 and down.stderr.startswith("error: ")
-    assert "Traceback" not in down.stderr
 
 
 def test_stream_missing_file(sqlite_server, tmp_path):
@@ -220,3 +264,184 @@ def test_shell_runs_commands_from_its_input(sqlite_server):
         "error: unknown command 'bogus'; try 'help'",
         f"embedded healthy, lag 0 ms, pool 0/1: {sqlite_server.server.service.writer.description}",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# The CSV loader never misreports (issue 10, item 3)
+# --------------------------------------------------------------------------------------
+
+
+def _mib_value(size: int) -> bytes:
+    """``size`` bytes of UTF-8 text full of what CSV must quote: commas, quotes, CR, LF."""
+    unit = 'a,b "quoted" ñ€🦤\r\nline\n'.encode()
+    value = (unit * (size // len(unit) + 1))[: size - len(unit)]
+    return value + b"x" * (size - len(value))  # ASCII padding: never cuts a character
+
+
+def test_a_1_mib_value_loads_byte_exact(mysql_server, sandbox, tmp_path):
+    value = _mib_value(1 << 20)
+    assert len(value) == 1 << 20
+    value.decode("utf-8")  # valid UTF-8 throughout
+    quoted = b'"' + value.replace(b'"', b'""') + b'"'
+    too_big = b"y" * ((1 << 20) + 1)
+    path = tmp_path / "mib.csv"
+    path.write_bytes(b"key,value\r\nsmall,1\r\nmib," + quoted + b"\r\ntoo-big," + too_big
+                     + b"\r\nafter,2\r\n")
+    result = run_cli("--target", mysql_server.target, "stream", "--skip-bad", str(path))
+    assert result.returncode == 0, result.stderr
+    line = 4 + value.count(b"\n")  # the 1 MiB value spans lines 3 to 3 + its newlines
+    assert result.stderr == f"skipped line {line}: value is 1048577 bytes; the server's limit is 1048576 bytes\n"
+    assert result.stdout.startswith("3 records committed") and "; 1 bad row skipped\n" in result.stdout
+    sandbox.wait_for_replica()
+    rows = dict(sandbox.query(f"SELECT k, v FROM `{mysql_server.config.table}`", role="replica"))
+    assert rows == {b"small": b"1", b"mib": value, b"after": b"2"}
+
+
+def test_invalid_utf8_is_reported_at_its_true_line_and_skipped_alone(sqlite_server, tmp_path):
+    rows = [b"key,value"] + [b"k%d,value %d" % (i, i) for i in range(20_000)]
+    rows[4000] = b"k3999,caf\xe9 latin-1"  # line 4001 of the file
+    path = tmp_path / "utf8.csv"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    stopped = run_cli("--target", sqlite_server.target, "stream", str(path))
+    assert stopped.returncode == 1
+    assert ("error: line 4001: value is not valid UTF-8 (byte 0xe9 at byte 3 of the value) "
+            "(3999 records committed before it; --skip-bad skips such rows)\n") in stopped.stderr
+    assert stopped.stdout.startswith("3999 records committed")
+    assert_one_resume_command(stopped, sqlite_server.target, str(path))
+
+    skipping = run_cli("--target", sqlite_server.target, "stream", "--skip-bad", str(path))
+    assert skipping.returncode == 0, skipping.stderr
+    assert skipping.stderr == ("skipped line 4001: value is not valid UTF-8 (byte 0xe9 at byte 3 "
+                               "of the value)\n")
+    assert skipping.stdout.startswith("19999 records committed to ")
+    assert skipping.stdout.endswith("; 1 bad row skipped\n")
+    with sqlite_server.client() as kv:
+        keys = [r.key for r in kv.scan(keys_only=True, page_size=1000)]
+    assert len(keys) == 19_999 and "k3999" not in keys and {"k3998", "k4000", "k19999"} <= set(keys)
+
+
+def test_the_resume_command_sends_exactly_the_records_not_committed(sqlite_server, tmp_path):
+    # Needs the server side of named loads (GetLoad; the `loads` branch).
+    rows = ["key,value"] + [f"k{i},v{i}" for i in range(2000)]
+    rows.insert(1502, "x,y,z")  # line 1503: stops the load after 1501 records
+    path = _write(tmp_path, "resume.csv", "\n".join(rows) + "\n")
+    first = run_cli("--target", sqlite_server.target, "stream", path)
+    assert first.returncode == 1 and first.stdout.startswith("1501 records committed")
+    words = assert_one_resume_command(first, sqlite_server.target, path)
+    rows[1502] = "x,fixed"  # the user fixes the row, then pastes the command
+    Path(path).write_text("\n".join(rows) + "\n")
+    second = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert f"load {words[8]}: 1501 records committed by earlier runs; sending the rest" in second.stderr
+    assert second.stdout.startswith(f"500 records committed to {sqlite_server.target} in ")
+    assert "; 1501 records committed before, by earlier runs of the load" in second.stdout
+    with sqlite_server.client() as kv:
+        records = list(kv.scan(page_size=1000))
+    assert {r.key: r.value for r in records} == {
+        **{f"k{i}": f"v{i}".encode() for i in range(2000)}, "x": b"fixed"}
+    assert {r.version for r in records} == {1}  # nothing was written twice
+
+
+# --------------------------------------------------------------------------------------
+# Parity with etcdctl / redis-cli (issue 10, item 4)
+# --------------------------------------------------------------------------------------
+
+
+def test_get_scan_status_and_watch_in_text_and_json(sqlite_server):
+    t = ("--target", sqlite_server.target)
+    assert cli("put", "tab\tkey", "line1\nline2\x01", *t)[0] == 0  # global flag after the command
+    assert cli(*t, "put", "plain", "välue")[0] == 0
+    assert cli(*t, "get", "tab\tkey", "plain") == (0, "tab\\tkey\tline1\\nline2\\x01\nplain\tvälue\n", "")
+    status, out, err = cli(*t, "get", "plain", "nope", "-o", "json")
+    assert status == 1 and err == "error: key 'nope' not found\n"
+    assert [json.loads(line) for line in out.splitlines()] == [{"key": "plain", "value": "välue"}]
+    assert cli("get", "plain", "--output", "json", *t)[1] == '{"key":"plain","value":"välue","version":1}\n'
+    assert cli(*t, "scan") == (0, "plain\tvälue\ntab\\tkey\tline1\\nline2\\x01\n", "")
+    assert cli(*t, "scan", "--keys-only", "--limit", "1") == (0, "plain\n", "")
+    assert cli(*t, "scan", "t", "-o", "json", "--consistency", "strong")[1] == (
+        '{"key":"tab\\tkey","value":"line1\\nline2\\u0001","version":1}\n')
+    status, out, _ = cli(*t, "status")
+    assert status == 0 and out.splitlines()[0] == f"server {sqlite_server.target}:"
+    status, out, _ = cli("status", "-o", "json", *t)
+    assert json.loads(out)["target"] == sqlite_server.target and json.loads(out)["role"] == "embedded"
+    status, out, _ = cli(*t, "watch", "--prefix", "", "--from-revision", "0", "--count", "2")
+    first, second = out.splitlines()
+    assert first.split("\t")[1:] == ["PUT", "tab\\tkey", "line1\\nline2\\x01"]
+    assert second.split("\t")[1:] == ["PUT", "plain", "välue"]
+    status, out, _ = cli(*t, "-o", "json", "watch", "plain", "--from-revision", "0", "--count", "1")
+    event = json.loads(out)
+    assert {k: event[k] for k in ("type", "key", "value", "version")} == {
+        "type": "put", "key": "plain", "value": "välue", "version": 1}
+
+
+def test_put_from_stdin_from_a_file_and_compare_and_set(sqlite_server, tmp_path):
+    t = ("--target", sqlite_server.target)
+    binary = bytes(range(256))
+    result = subprocess.run([sys.executable, "-m", "kvgrpc.client", *t, "put", "bin", "-"],
+                            input=binary, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "value").write_bytes(b"from a file\n")
+    assert cli(*t, "put", "file", "--value-file", str(tmp_path / "value"))[0] == 0
+    with sqlite_server.client() as kv:
+        assert kv.get("bin") == binary and kv.get("file") == b"from a file\n"
+    out = cli(*t, "get", "bin", "-o", "json")[1]
+    assert json.loads(out)["value_base64"] == "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn+AgYKDhIWGh4iJiouMjY6PkJGSk5SVlpeYmZqbnJ2en6ChoqOkpaanqKmqq6ytrq+wsbKztLW2t7i5uru8vb6/wMHCw8TFxsfIycrLzM3Oz9DR0tPU1dbX2Nna29zd3t/g4eLj5OXm5+jp6uvs7e7v8PHy8/T19vf4+fr7/P3+/w=="
+    assert cli(*t, "put", "file", "new", "--expected-version", "0") == (
+        1, "", "error: key 'file': the key is at version 1; the write expected it not to exist\n")
+    assert cli(*t, "put", "file", "new", "--expected-version", "1", "-o", "json") == (
+        0, f'{{"key":"file","version":2,"target":"{sqlite_server.target}"}}\n', "")
+    with pytest.raises(SystemExit) as usage:  # a value and --value-file: a usage error
+        cli(*t, "put", "k", "v", "--value-file", "x")
+    assert usage.value.code == 2
+
+
+def test_every_command_fails_fast_with_one_line_when_the_server_is_down(tmp_path):
+    path = _write(tmp_path, "r.csv", "key,value\na,1\n")
+    down = ("--target", "127.0.0.1:1", "--timeout", "3")
+    commands = [("put", "k", "v"), ("get", "k"), ("get", "a", "b"), ("delete", "k"), ("scan",),
+                ("status",), ("stream", path), ("watch", "k"), ("watch", "--prefix", "")]
+    started = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "kvgrpc.client", *down, *command],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for command in commands]
+    for command, proc in zip(commands, procs):
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, (command, out, err)
+        assert out == "" and err.startswith("error: 127.0.0.1:1") and err.count("\n") == 1, (command, err)
+    # watch waits the connect deadline (3 s); the others fail at once
+    assert time.monotonic() - started < 20
+
+
+def test_entry_points(sqlite_server):
+    for argv in ([sys.executable, "-m", "kvgrpc.cli"], [sys.executable, "-m", "kvgrpc.client"],
+                 [str(Path(sys.executable).with_name("kvgrpc"))]):
+        result = subprocess.run([*argv, "--target", sqlite_server.target, "put", "e", "1"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.startswith("ok (version"), (argv, result.stderr)
+
+
+
+def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_server, tmp_path):
+    # The resume half needs the server side of named loads (GetLoad; the `loads` branch).
+    path = _write(tmp_path, "big.csv", "key,value\n" + "".join(f"k{i:06d},v{i}\n" for i in range(200_000)))
+    load = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.client", "--target", sqlite_server.target, "stream", path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    table = sqlite3.connect(sqlite_server.config.sqlite_path)
+    deadline = time.monotonic() + 60
+    while not table.execute(f"SELECT COUNT(*) FROM {sqlite_server.config.table}").fetchone()[0]:
+        assert time.monotonic() < deadline and load.poll() is None, "no batch committed"
+        time.sleep(0.02)
+    load.send_signal(signal.SIGINT)  # after the first batch, long before the last
+    out, err = load.communicate(timeout=60)
+    assert load.returncode == 1, (out, err)
+    assert "error: interrupted\n" in err
+    words = assert_one_resume_command(subprocess.CompletedProcess(load.args, 1, out, err),
+                                      sqlite_server.target, path)
+    resumed = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    count, versions = table.execute(
+        f"SELECT COUNT(*), GROUP_CONCAT(DISTINCT version) FROM {sqlite_server.config.table}").fetchone()
+    assert (count, versions) == (200_000, "1")  # the whole file, nothing written twice
