@@ -359,6 +359,7 @@ class KeyValueClient:
                 if exc.committed is not None:  # the server said how far the load got
                     offset = max(offset, exc.committed)
                 time.sleep(min(self.STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (failures - 1)))
+                assert load_id is not None  # retry implies a named load
                 try:
                     offset = max(offset, self.get_load(load_id).committed - start_index)
                 except NotFound:

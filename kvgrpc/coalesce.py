@@ -94,12 +94,12 @@ class GroupCommit(Generic[Op, Result]):
         try:
             self._run(group)
         finally:
+            successor: _Slot[Op, Result] | None = None
             with self._lock:
                 if self._queue:
                     successor = self._queue[0]
                     successor.state = "lead"
                 else:
-                    successor = None
                     self._leading = False
             for slot in group:
                 slot.state = "done"

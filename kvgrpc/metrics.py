@@ -74,7 +74,7 @@ class Metrics:
         self._duration = Histogram("kvgrpc_rpc_duration_seconds", "Call latency, by method and status code.",
                                    ["method", "code"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_EndpointCollector(service))
-        self._http = None
+        self._http: http.server.ThreadingHTTPServer | None = None
 
     def serve(self, host: str = DEFAULT_METRICS_HOST, port: int = 0, *, token: str | None = None) -> int:
         """Serves /metrics over HTTP on ``host`` (default: loopback only); returns the port

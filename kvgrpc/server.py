@@ -20,6 +20,7 @@ arrive in full within ``--request-timeout`` is dropped.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -234,8 +235,7 @@ class _Admission:
         if self.open[kind] >= cap:
             raise ResourceExhausted(
                 f"the server has {cap} {what}, its limit ({flag}); retry later")
-        per_client = kind != "unary" and identity is not None
-        if per_client:
+        if kind != "unary" and identity is not None:
             if self.per_client.get(identity, 0) >= c.max_streams_per_client:
                 raise ResourceExhausted(
                     f"this client already has {c.max_streams_per_client} streams open, the "
@@ -246,7 +246,7 @@ class _Admission:
             yield identity
         finally:
             self.open[kind] -= 1
-            if per_client:
+            if kind != "unary" and identity is not None:
                 left = self.per_client[identity] - 1
                 if left:
                     self.per_client[identity] = left
@@ -696,7 +696,7 @@ class KeyValueServer:
     def start(self) -> None:
         self.service.start()
         self._run(self._grpc.start())
-        if self.metrics is not None:
+        if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
                                                    token=self.config.metrics_token)
         for name in ("", SERVICE_NAME):
@@ -711,8 +711,7 @@ class KeyValueServer:
             self.health.enter_graceful_shutdown()
         self.service.begin_shutdown()
         self.hub.close()
-        self._loop.call_soon_threadsafe(
-            lambda: self.draining.done() or self.draining.set_result(None))
+        self._loop.call_soon_threadsafe(self._drain)
         # Let the drained StreamPuts end, and their clients read the status, before the
         # connections close: a client still sending when its socket is closed under it
         # sees "broken pipe" instead of the committed count.
@@ -728,6 +727,10 @@ class KeyValueServer:
         self.hub.join(2)
         self.service.close()
         self._close_loop()
+
+    def _drain(self) -> None:
+        if not self.draining.done():
+            self.draining.set_result(None)
 
     def _close_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -752,9 +755,7 @@ def build_server(config: ServerConfig) -> KeyValueServer:
 # --------------------------------------------------------------------------------------
 
 
-def _arg_parser() -> "argparse.ArgumentParser":
-    import argparse
-
+def _arg_parser() -> argparse.ArgumentParser:
     limits = Limits()
     p = argparse.ArgumentParser(
         prog="kvgrpc-server",
@@ -928,7 +929,7 @@ def _exposure_problem(config: ServerConfig) -> str | None:
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC), level, logger, message (and any exception)."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -967,8 +968,11 @@ def _serve(config: ServerConfig) -> int:
     stop.wait()
     _LOGGER.info("stopping: letting in-flight calls finish (up to %g s)", config.shutdown_grace)
     # The process exits within the grace period plus 5 s, whatever a call is stuck on.
-    watchdog = threading.Timer(config.shutdown_grace + 4.5, lambda: (
-        _LOGGER.error("still stopping after the grace period; exiting now"), os._exit(1)))
+    def give_up() -> None:
+        _LOGGER.error("still stopping after the grace period; exiting now")
+        os._exit(1)
+
+    watchdog = threading.Timer(config.shutdown_grace + 4.5, give_up)
     watchdog.daemon = True
     watchdog.start()
     server.stop()

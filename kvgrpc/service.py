@@ -380,6 +380,7 @@ class KeyValueService:
         if key is not None:
             keys = KeyFilter(check_key(key, f"key {describe_key(key)}"), exact=True)
         else:
+            assert prefix is not None
             keys = KeyFilter(prefix.encode("utf-8"))
             if len(keys.prefix) > MAX_KEY_BYTES:
                 raise InvalidArgument(f"prefix is longer than the {MAX_KEY_BYTES}-byte key limit")

@@ -118,7 +118,7 @@ class _Entry:
                         self._by_key[c.key].append(c)
                 matching = self._by_key.get(keys.prefix, ())
             elif not keys.prefix:
-                matching = self.changes
+                matching = list(self.changes)
             else:
                 matching = [c for c in self.changes if c.key.startswith(keys.prefix)]
             found = chunks(_events(matching, self.revision), self.revision) if matching else []

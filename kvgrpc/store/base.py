@@ -291,7 +291,7 @@ def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: 
     (in key order) stays within it — the first row always — so the rest never leaves the
     database: the page of at most ``limit`` rows is taken first (a derived table, so the
     window runs over it alone), then the running total over that page."""
-    where, params = [f"k >= {mark}"], [lower]
+    where, params = [f"k >= {mark}"], [lower]  # type: list[str], list[bytes | int]
     if upper is not None:
         where.append(f"k < {mark}")
         params.append(upper)
@@ -312,7 +312,7 @@ def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: 
 def scanned(rows) -> tuple[list[StoredRecord], bool]:
     """The records of the rows a :func:`scan_query` returned (no value when keys only),
     up to the first row whose value the byte budget held back; and whether one did."""
-    records = []
+    records: list[StoredRecord] = []
     for row in rows:
         if len(row) > 2 and row[2] is None:
             return records, True
