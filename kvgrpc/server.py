@@ -683,15 +683,23 @@ class KeyValueServer:
         if secure:
             if not (c.tls_cert and c.tls_key):
                 raise ValueError("TLS needs both --tls-cert and --tls-key")
-            port = self._grpc.add_secure_port(
-                address, server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca))
+            credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+            port = self._add_port(lambda: self._grpc.add_secure_port(address, credentials))
         elif c.tls_client_ca:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         else:
-            port = self._grpc.add_insecure_port(address)
+            port = self._add_port(lambda: self._grpc.add_insecure_port(address))
         if port == 0:
             raise OSError(f"cannot listen on {c.host}:{c.port}")
         return port
+
+    def _add_port(self, add: Callable[[], int]) -> int:
+        try:
+            return add()
+        except RuntimeError:  # grpc's "Failed to bind": the port is taken (or the host unknown)
+            c = self.config
+            raise OSError(f"cannot listen on {c.host}:{c.port}: the address is in use or not "
+                          "local (several processes share a port only with --processes)") from None
 
     def start(self) -> None:
         self.service.start()

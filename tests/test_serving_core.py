@@ -343,7 +343,7 @@ def test_100_cli_processes_stream_csv_files_to_a_default_server(server_process, 
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         if proc.returncode != 0:
-            failures.append(err.strip().splitlines()[-1:] if err else out)
+            failures.append(err.strip().splitlines()[-3:] if err else out)
     assert not failures, failures[:5]
     with KeyValueClient(server.target) as kv:
         stored = sum(1 for _ in kv.scan("p", keys_only=True, page_size=1000))
@@ -425,3 +425,12 @@ def test_concurrent_writes_share_transactions_and_keep_their_semantics(any_serve
         assert versions == list(range(1, 161))  # each success got its own version
         assert kv.get_record("own/3/7", consistency="strong").version == 1
     assert service.writes.groups > 0  # concurrency did form groups
+
+
+def test_a_second_server_on_a_taken_port_fails_to_start_clearly(server_process, tmp_path):
+    first = server_process("--sqlite", str(tmp_path / "one.sqlite3"))
+    second = subprocess.run(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", str(first.port),
+         "--sqlite", str(tmp_path / "two.sqlite3")], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert "cannot listen on 127.0.0.1" in second.stderr and "Traceback" not in second.stderr
