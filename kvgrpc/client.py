@@ -465,14 +465,7 @@ class Watch:
                 self._cancelled.wait(_calls.watch_retry_delay(failures))
 
 
-# The command line lives in kvgrpc.cli; this keeps `python -m kvgrpc.client` and the
-# `kvgrpc` console script working.
-def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
-    """Runs the command line (:mod:`kvgrpc.cli`); returns the exit status."""
-    from kvgrpc.cli.commands import main as cli_main
+if __name__ == "__main__":  # `python -m kvgrpc.client ...`: the command line, kvgrpc.cli
+    from kvgrpc.cli.commands import main
 
-    return cli_main(argv, out, err)
-
-
-if __name__ == "__main__":
     sys.exit(main())

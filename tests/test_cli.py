@@ -422,7 +422,6 @@ def test_entry_points(sqlite_server):
 
 
 def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_server, tmp_path):
-    # The resume half needs the server side of named loads (GetLoad; the `loads` branch).
     path = _write(tmp_path, "big.csv", "key,value\n" + "".join(f"k{i:06d},v{i}\n" for i in range(200_000)))
     load = subprocess.Popen(
         [sys.executable, "-m", "kvgrpc.client", "--target", sqlite_server.target, "stream", path],
