@@ -1,8 +1,9 @@
 """kvgrpc: a gRPC key-value service on MySQL/MariaDB replication.
 
 The public surface: :class:`KeyValueClient` (the Python client; its asyncio twin is
-``kvgrpc.aio.KeyValueClient``), :class:`Record`, and the exceptions of :mod:`kvgrpc.errors`. The generated stubs are ``kvgrpc.kv_pb2`` and
-``kvgrpc.kv_pb2_grpc``; they need only grpcio and protobuf.
+``kvgrpc.aio.KeyValueClient``), :class:`Record`, and the exceptions of :mod:`kvgrpc.errors`.
+The generated stubs are ``kvgrpc.kv_pb2`` and ``kvgrpc.kv_pb2_grpc``; they need only grpcio and
+protobuf.
 """
 
 from __future__ import annotations

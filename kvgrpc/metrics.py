@@ -21,9 +21,7 @@ import hmac
 import http.server
 import socket
 import threading
-import time
 
-import grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 

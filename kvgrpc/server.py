@@ -58,11 +58,10 @@ from kvgrpc.errors import (
     InvalidArgument,
     KvError,
     ResourceExhausted,
-    Unavailable,
     status_name,
 )
 from kvgrpc.logs import RateLimitedLog
-from kvgrpc.records import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, EndpointStatus, Limits
+from kvgrpc.records import MAX_KEY_BYTES, EndpointStatus, Limits
 from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
 from kvgrpc.service import DEFAULT_LOAD_RETENTION, KeyValueService, ScanPage
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
@@ -316,7 +315,7 @@ class _Servicer:
             message = await asyncio.wait_for(requests.__anext__(), timeout)
         except StopAsyncIteration:
             return None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceeded(
                 f"no complete {what} arrived within {timeout:g} s "
                 f"({'--stream-idle-timeout' if what.startswith('StreamPut') else '--request-timeout'})"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +35,17 @@ from kvgrpc.records import (
 )
 from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
-from kvgrpc.store.base import MAX_LOAD_ID_BYTES, NO_COMMIT, Commit, LoadMark, StoredRecord, KeyFilter, WriteOp, WriteOutcome, version_conflict
+from kvgrpc.store.base import (
+    MAX_LOAD_ID_BYTES,
+    NO_COMMIT,
+    Commit,
+    KeyFilter,
+    LoadMark,
+    StoredRecord,
+    WriteOp,
+    WriteOutcome,
+    version_conflict,
+)
 from kvgrpc.tokens import token_kind
 
 _LOGGER = logging.getLogger(__name__)

@@ -111,7 +111,7 @@ class FakeMySQLServer:
         while not self._closed.is_set():
             try:
                 sock, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

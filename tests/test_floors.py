@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import configparser
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -47,7 +46,8 @@ try:
 finally:
     server.stop(grace=1)
 
-server = serve(master=MySQLEndpoint.from_url(os.environ["SMOKE_MASTER_URL"], os.environ["KVGRPC_MYSQL_PASSWORD"]), table=os.environ["SMOKE_TABLE"])
+MASTER = MySQLEndpoint.from_url(os.environ["SMOKE_MASTER_URL"], os.environ["KVGRPC_MYSQL_PASSWORD"])
+server = serve(master=MASTER, table=os.environ["SMOKE_TABLE"])
 try:
     with KeyValueClient(f"127.0.0.1:{server.port}") as kv:
         assert kv.put("k", b"v1") == 1 and kv.put("k", b"v2") == 2
@@ -61,7 +61,7 @@ finally:
 # 9.1's pure-Python cursor had no nextset() (every Put and Delete failed).
 from kvgrpc.store import MySQLStore
 for options in ({}, {"use_pure": True}):
-    store = MySQLStore(MySQLEndpoint.from_url(os.environ["SMOKE_MASTER_URL"], os.environ["KVGRPC_MYSQL_PASSWORD"]), os.environ["SMOKE_TABLE"],
+    store = MySQLStore(MASTER, os.environ["SMOKE_TABLE"],
                        create_table=True, driver_options=options)
     try:
         version, commit = store.put(b"d", b"1")

@@ -152,7 +152,7 @@ class ServerProcess:
 
     def __init__(self, log_path, *args: str, env=None) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "w")
+        self._log = open(log_path, "w")  # noqa: SIM115 - the server's stderr, closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.DEVNULL, stderr=self._log, env=dict(os.environ, **(env or {})))
@@ -285,7 +285,8 @@ def test_fuzzed_requests_never_get_internal_and_touch_no_other_data(backend, tmp
         by_method[method][code] = n
     print(f"\n[{backend}] fuzz: {sent} messages in {sum(codes.values())} calls "
           f"({EXAMPLES} examples + {len(RAW_CASES)} raw cases; {elapsed:.1f} s of hypothesis); "
-          f"RSS {rss_start} kB, after warm-up {rss_warm} kB, at the end {rss_end} kB; server log {len(log.splitlines())} lines")
+          f"RSS {rss_start} kB, after warm-up {rss_warm} kB, at the end {rss_end} kB; "
+          f"server log {len(log.splitlines())} lines")
     for method, counts in by_method.items():
         print(f"  {method}: {counts}")
     assert not failures, "\n".join(failures[:20])

@@ -16,7 +16,8 @@ MYSQL_SET = "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\n3E11FA47-71CA-11E1-9E33-
 
 
 @pytest.mark.parametrize("token,kind", [
-    ("", ""), ("0-1-5", "mariadb"), ("0-1-5,1-2-3", "mariadb"), ("4294967295-4294967295-18446744073709551615", "mariadb"),
+    ("", ""), ("0-1-5", "mariadb"), ("0-1-5,1-2-3", "mariadb"),
+    ("4294967295-4294967295-18446744073709551615", "mariadb"),
     (MYSQL_SET, "mysql"), ("3E11FA47-71CA-11E1-9E33-C80AA9429562:tag_1:1-5", "mysql"),
 ])
 def test_write_tokens_of_both_forms_are_accepted(token, kind):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-import pytest
 
 from kvgrpc.metrics import DEFAULT_METRICS_HOST, Metrics
 

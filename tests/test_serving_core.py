@@ -43,6 +43,12 @@ def _rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
+def _server_env(sandbox) -> dict[str, str]:
+    """The environment of a server process on the sandbox: its URLs and password."""
+    return sandbox.process_env(KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
+                               KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"])
+
+
 class ServerProcess:
     """`python -m kvgrpc.server` as a child process on a free port."""
 
@@ -215,8 +221,7 @@ def test_a_request_that_never_arrives_in_full_is_dropped(start_server, tmp_path)
 def test_huge_scan_and_batch_get_stay_within_the_budget(server_process, sandbox, table_name):
     """250 MiB of values: a Scan asking for 2^62 bytes per page and a BatchGet of all of
     them each get a bounded reply, and the server's memory grows by less than 64 MiB."""
-    server = server_process("--table", table_name, env=sandbox.process_env(KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
-                            KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"]))
+    server = server_process("--table", table_name, env=_server_env(sandbox))
     value = os.urandom(1 << 20)
     keys = [f"big/{i:03d}" for i in range(250)]
     with KeyValueClient(server.target, batch_records=4, batch_bytes=4 << 20) as kv:
@@ -246,8 +251,7 @@ def test_huge_scan_and_batch_get_stay_within_the_budget(server_process, sandbox,
 @pytest.mark.mysql
 def test_sigterm_under_mixed_traffic_exits_within_grace(server_process, sandbox, table_name):
     grace = 3.0
-    server = server_process("--table", table_name, "--shutdown-grace", str(grace), env=sandbox.process_env(KVGRPC_MASTER_URL=sandbox.env["KVGRPC_MASTER_URL"],
-                            KVGRPC_REPLICA_URL=sandbox.env["KVGRPC_REPLICA_URL"]))
+    server = server_process("--table", table_name, "--shutdown-grace", str(grace), env=_server_env(sandbox))
     stop = threading.Event()
     outcomes: list[str] = []
 

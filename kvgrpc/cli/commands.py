@@ -202,13 +202,12 @@ def _scan(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: Te
         print("error: --limit must be at least 1", file=err)
         return 2
     page_size = 1000 if args.limit is None else min(args.limit, 1000)
-    shown = 0
-    for record in client.scan(args.prefix, page_size=page_size, keys_only=args.keys_only,
-                              **_read_options(args)):
+    records = client.scan(args.prefix, page_size=page_size, keys_only=args.keys_only,
+                          **_read_options(args))
+    for shown, record in enumerate(records):
         if args.limit is not None and shown >= args.limit:
             break
         print(record_line(record, args.output, keys_only=args.keys_only), file=out)
-        shown += 1
     return 0
 
 

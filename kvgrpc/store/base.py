@@ -168,17 +168,18 @@ class Store(Protocol):
     expired); its count is always exact; its revision and token are those of its last
     batch, or of the one before when the store could not know them in the batch's
     transaction and ``record_load_commit(load_id, committed, commit)`` (called at the end
-    of a stream) has not recorded them since (it does nothing once the count moved on). ``expire_loads(older_than)`` deletes
-    the progress of loads not updated for ``older_than`` seconds; returns how many.
+    of a stream) has not recorded them since (it does nothing once the count moved on).
+    ``expire_loads(older_than)`` deletes the progress of loads not updated for ``older_than`` seconds; returns how many.
     The progress lives in :data:`LOADS_TABLE`, which the change feed never reports.
 
     Change feed (the master): ``head_revision()`` is the revision of the latest write;
     ``changes(after, stopped, keys)`` yields a :class:`ChangeBatch` per revision after
     ``after``, in commit order, with no gaps and no repeats, including writes made through
-    other servers; a batch holds the changes to the keys the :class:`KeyFilter` accepts. It first yields an empty batch once the feed is open, then waits for new
-    writes, yields an empty batch at least every second while quiet, and returns once
-    ``stopped()`` is true. A revision no longer held (or ahead of
-    the head) raises OutOfRange; a feed the database cannot give raises FailedPrecondition.
+    other servers; a batch holds the changes to the keys the :class:`KeyFilter` accepts.
+    It first yields an empty batch once the feed is open, then waits for new writes, yields
+    an empty batch at least every second while quiet, and returns once ``stopped()`` is
+    true. A revision no longer held (or ahead of the head) raises OutOfRange; a feed the
+    database cannot give raises FailedPrecondition.
 
     Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
     ``get_within(keys, max_bytes)`` is ``get_many`` with a byte budget: it returns the
