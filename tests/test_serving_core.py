@@ -137,6 +137,7 @@ def test_300_watches_share_one_binlog_reader_and_each_gets_every_event(start_ser
         c.close()
     assert len(results) == 300
     assert all(ok for _, ok in results), sorted({n for n, _ in results})
+    print(f"300 watches: {dumps_during} binlog dump connection(s) on the master during the load")
     assert dumps_during == 1 and dumps_after <= 1  # one binlog reader for all (+1 control link)
 
 
@@ -184,6 +185,8 @@ def test_admission_holds_under_header_only_streams_and_idle_watches(start_server
             health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             check_seconds = time.monotonic() - began
             assert get_seconds < 0.2 and check_seconds < 0.2, (get_seconds, check_seconds)
+        print(f"under 200 refused streams and 500 idle watches: Get {get_seconds * 1000:.1f} ms, "
+              f"health Check {check_seconds * 1000:.1f} ms")
     hold.set()
     for call in watches:
         call.cancel()
@@ -297,6 +300,8 @@ def test_sigterm_under_mixed_traffic_exits_within_grace(server_process, sandbox,
     for t in threads:
         t.join(30)
     assert server.proc.returncode == 0
+    print(f"SIGTERM under mixed traffic: exited {seconds:.2f} s after it (grace {grace:g} s); "
+          f"clients saw {sorted(set(outcomes))}")
     assert seconds < grace + 5, f"exited {seconds:.1f} s after SIGTERM"
     assert outcomes and set(outcomes) <= {"Unavailable", "Cancelled"}, outcomes
 
