@@ -411,3 +411,92 @@ def test_restore_puts_back_what_it_changed_when_a_step_fails(own_sandbox, start_
     assert (status["Slave_IO_Running"], status["Slave_SQL_Running"]) == ("Yes", "Yes")
     with server.client() as kv:
         kv.put("k", b"after")  # the master still takes writes
+
+
+class KeyCounter:
+    """A watcher of every key (through its own server), counting each key's events."""
+
+    def __init__(self, client: KeyValueClient, start_revision: int) -> None:
+        self.counts: dict[str, int] = {}
+        self._watch = client.watch(prefix="", start_revision=start_revision)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch:
+                self.counts[event.key] = self.counts.get(event.key, 0) + 1
+        except KvError:
+            pass
+
+    def stop(self) -> None:
+        self._watch.cancel()
+        self._thread.join(10)
+
+
+def _server_process(box, table: str):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
+         "--table", table, "--shutdown-grace", "10", "--master", box.env["KVGRPC_MASTER_URL"],
+         "--replica", box.env["KVGRPC_REPLICA_URL"]],
+        stderr=subprocess.PIPE, text=True, env=box.process_env(),
+    )
+    for line in proc.stderr:
+        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, f"127.0.0.1:{m.group(1)}"
+    raise AssertionError("the server did not start")
+
+
+@pytest.mark.parametrize("fault", ["kill -9 server", "kill -9 master", "SIGTERM server"])
+def test_a_cli_load_survives_the_fault_and_its_resume_command_completes_it_exactly_once(
+        fault, own_sandbox, start_server, tmp_path, table_name):
+    """Issue 10's acceptance: at a random point of a 300k-row CSV load through the CLI, the
+    fault; the CLI exits non-zero with the resume command; running it completes the load;
+    the table equals the file; every version is 1; a watcher opened before the load (on
+    another server) received each key exactly once."""
+    import random
+
+    box = own_sandbox()
+    records = write_csv(tmp_path / "load.csv", 300_000)
+    watching = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with watching.client() as kv:
+        kv.put("before-the-load", b"")
+        watcher = KeyCounter(kv, kv.last_revision - 1)  # from the put just made
+        loading, target = _server_process(box, table_name)
+        try:
+            client = _stream(target, tmp_path / "load.csv")
+            point = random.randrange(20_000, 250_000)
+            wait_until(lambda: rows(box, table_name) > point or client.poll() is not None,
+                       timeout=120, what=f"{point} rows committed")
+            if fault == "kill -9 server":
+                loading.send_signal(signal.SIGKILL)
+            elif fault == "SIGTERM server":
+                loading.send_signal(signal.SIGTERM)
+            else:
+                box.run("kill", "master")
+            out, err = client.communicate(timeout=120)
+            assert client.returncode == 1, (out, err)
+            command = _resume(err)
+            if fault == "kill -9 master":
+                box.run("start", "master")
+            else:
+                loading.wait(30)
+                loading, target = _server_process(box, table_name)
+            command[command.index("--target") + 1] = target
+            resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            assert resumed.returncode == 0, resumed.stderr
+        finally:
+            if loading.poll() is None:
+                loading.kill()
+        stored = content(box, table_name)
+        assert stored.pop("before-the-load") == ""
+        assert stored == records
+        assert _versions(box, table_name) == {1}  # exactly once: nothing written twice
+        wait_until(lambda: len(watcher.counts) >= len(records) + 1, timeout=120,
+                   what="the watcher has every key")
+        watcher.stop()
+    repeated = {k: n for k, n in watcher.counts.items() if n != 1}
+    print(f"\n{fault} at ~{point} rows: resumed; watcher saw {len(watcher.counts)} keys, "
+          f"{len(repeated)} more than once")
+    assert not repeated and set(watcher.counts) == {*records, "before-the-load"}
