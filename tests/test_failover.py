@@ -3,6 +3,7 @@ no acknowledged write lost, refusals with reasons, undo on failure, idempotence.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import subprocess
@@ -16,6 +17,7 @@ from kvgrpc.errors import FailedPrecondition, KvError, NotFound, Unavailable
 from kvgrpc.ops.sandbox import role_name
 
 from .linearizability import Op, check
+from .tcp_proxy import TcpProxy
 from .test_consistency import wait_until
 
 
@@ -229,7 +231,7 @@ def test_failover_keeps_every_acknowledged_write(own_sandbox, start_server, tabl
     if mode == "automatic":
         print("\n" + auto_output)
         assert auto_output.count("failover done") == 1, auto_output
-        decision = next(line for line in auto_output.splitlines() if " failover: " in line)
+        decision = next(line for line in auto_output.splitlines() if "Z failover: " in line)
         assert "unreachable for" in decision and "lost the master" in decision, decision
     other = next(r for r in ("replica", "replica2") if r != role)
     assert topology(box)[other] == (1, str(box.box.port_of(role)))
@@ -336,3 +338,37 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
         box.run("kill", role)
     refused = admin(box, "failover")
     assert refused.returncode == 1 and "no replica is reachable" in refused.stderr, refused.stderr
+
+
+def test_fixed_endpoint_that_fails_over_by_itself(own_sandbox, start_server, table_name):
+    """Behind one endpoint that moves to the promoted replica (Aurora's, RDS's: here a TCP
+    proxy), the server's open connections still reach the demoted master: the first write
+    fails UNAVAILABLE (read-only, not applied), the server drops its connections, and the
+    next write reaches the new master through a new connection."""
+    box = own_sandbox(replicas=1)
+    proxy = TcpProxy(box.master.port)
+    try:
+        server = start_server(master=dataclasses.replace(box.master, port=proxy.port), table=table_name)
+        with server.client(timeout=5) as kv:
+            for i in range(20):
+                kv.put(f"k{i}", "before")
+            accepted = proxy.connections
+            done = admin(box, "switchover", "--to", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0])
+            assert done.returncode == 0, done.stdout + done.stderr
+            proxy.flip(box.replica.port)
+            try:
+                kv.put("refused", "x")
+                raise AssertionError("a write to the demoted master succeeded")
+            except Unavailable as exc:
+                assert "read-only" in str(exc) and "not applied" in str(exc), exc
+            assert kv.put("k0", "after") == 2  # on the new master, through a new connection
+            assert proxy.connections > accepted
+            assert kv.get_record("k0", consistency="strong").value == b"after"
+        (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica", root=True)[0]
+        assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role="master", root=True) == [(0,)]
+        for role in ("master", "replica"):
+            rows = dict(box.query(f"SELECT k, v FROM kvgrpc.`{table_name}` WHERE k IN ('k0', 'refused')",
+                                  role=role, root=True))
+            assert rows == {b"k0": b"after"}, (role, rows)
+    finally:
+        proxy.close()
