@@ -199,7 +199,7 @@ class ReadRouter:
                 self.master = new
             for node in self._nodes:
                 role = roles[id(node)]
-                if node is self.master and new is not None:
+                if node is self.master:  # the new one; or, with none, the last one (status shows why)
                     node.role, node.orphan, node.lag = "master", False, 0.0
                     continue
                 if node.role != "replica":
@@ -342,7 +342,8 @@ class ReadRouter:
         with self._lock:
             endpoints = [self.master, *self.replicas]
             snapshot = [(e, e.reachable, e.lag, e.semi_sync,
-                         e.problem or (self._no_master if e is self.master else "")) for e in endpoints]
+                         (self._no_master if e is self.master and self._no_master else e.problem))
+                        for e in endpoints]
         for endpoint, reachable, lag, semi_sync, problem in snapshot:
             usage = endpoint.store.pool_usage()
             with self._lock:

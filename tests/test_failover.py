@@ -166,9 +166,9 @@ class Watcher:
         self._watch.cancel()
 
 
-def _following_servers(box, start_server, table_name, count: int = 2):
+def _following_servers(box, start_server, table_name, count: int = 2, semi_sync: bool = True):
     """Servers given every node, following the topology (--follow-topology)."""
-    return [start_server(master=box.master, replicas=box.replicas, table=table_name, require_semi_sync=True,
+    return [start_server(master=box.master, replicas=box.replicas, table=table_name, require_semi_sync=semi_sync,
                          follow_topology=True, watch_feed_retry=60.0) for _ in range(count)]
 
 
@@ -372,3 +372,36 @@ def test_fixed_endpoint_that_fails_over_by_itself(own_sandbox, start_server, tab
             assert rows == {b"k0": b"after"}, (role, rows)
     finally:
         proxy.close()
+
+
+def test_following_servers_never_write_to_two_masters(own_sandbox, start_server, table_name):
+    """A second node made writable and detached (as a botched promotion would leave it):
+    the server refuses writes, naming both, until one is fenced; then it writes to the
+    other, without a restart; STRONG reads follow."""
+    box = own_sandbox(replicas=1)
+    (server,) = _following_servers(box, start_server, table_name, count=1, semi_sync=False)
+    with server.client(timeout=5) as kv:
+        kv.put("k", "on-master")
+        box.query("STOP SLAVE", role="replica", root=True)
+        box.query("RESET SLAVE ALL", role="replica", root=True)
+        box.query("SET GLOBAL read_only = 0", role="replica", root=True)
+
+        def refused() -> bool:
+            try:
+                kv.put("k", "anywhere")
+            except Unavailable as exc:
+                return "more than one node is writable" in str(exc)
+            return False
+
+        wait_until(refused, what="writes refused with two writable nodes")
+        assert "more than one node" in next(e.problem for e in kv.status() if e.role == "master")
+        box.query("SET GLOBAL read_only = 1", role="master", root=True)  # fence the old one
+        fenced = box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True)
+        # (A write may have reached the old master before the router saw the second node.)
+        assert fenced in ([(b"on-master",)], [(b"anywhere",)])
+        wait_until(lambda: _put_ok(kv, "k"), what="writes on the only writable node")
+        assert kv.put("k", "on-replica") >= 2
+        assert kv.get_record("k", consistency="strong").value == b"on-replica"
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="replica", root=True) == \
+        [(b"on-replica",)]
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True) == fenced

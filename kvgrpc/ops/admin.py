@@ -146,6 +146,9 @@ def _watch_master(args, out) -> int:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         print(f"{stamp}Z {line}", file=out, flush=True)
 
+    if args.after <= 0 or args.interval <= 0:
+        raise InvalidArgument(f"--after ({args.after:g}) and --interval ({args.interval:g}) must be "
+                              "positive (seconds)")
     result = watch_master(master, replicas, after=args.after, interval=args.interval, wait=args.wait,
                           dry_run=args.dry_run, log=log, stop=stop)
     log(f"stopped after {len(result.failovers)} failover(s)")
