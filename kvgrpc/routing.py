@@ -36,7 +36,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -45,6 +45,7 @@ from kvgrpc.errors import KvError, Unavailable
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
+from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -374,5 +375,6 @@ class MasterFeed:
     def head_revision(self) -> int:
         return self._router.master_store().head_revision()
 
-    def changes(self, after, stopped, keys):
+    def changes(self, after: int, stopped: Callable[[], bool],
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]:
         return self._router.master_store().changes(after, stopped, keys)
