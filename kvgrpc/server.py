@@ -554,6 +554,8 @@ def build_service(config: ServerConfig) -> KeyValueService:
             raise ValueError("a replica is configured but no master: set --master too")
         if config.require_semi_sync:
             raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
+        if config.follow_topology:
+            raise ValueError("--follow-topology needs the database endpoints: --master and --replica URLs")
         store = SQLiteStore(config.sqlite_path, config.table)
         return KeyValueService(store, limits=limits,
                                router=ReadRouter(store, master_role="embedded"),
@@ -947,6 +949,8 @@ def config_from_args(
     )
     if args.processes < 1:
         raise ValueError("--processes must be at least 1")
+    if args.watch_feed_retry <= 0:
+        raise ValueError(f"--watch-feed-retry must be positive (seconds), not {args.watch_feed_retry:g}")
     if args.processes > 1 and args.port == 0:
         raise ValueError("--processes needs a fixed --port (the processes share it)")
     return config, (args.log_level, args.log_format), args.processes

@@ -405,3 +405,16 @@ def test_following_servers_never_write_to_two_masters(own_sandbox, start_server,
     assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="replica", root=True) == \
         [(b"on-replica",)]
     assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True) == fenced
+
+
+def test_follow_and_watch_master_flags_refuse_nonsense(tmp_path):
+    from kvgrpc.server import ServerConfig, build_service, config_from_args
+
+    with pytest.raises(ValueError, match="--follow-topology needs the database endpoints"):
+        build_service(ServerConfig(follow_topology=True, sqlite_path=str(tmp_path / "kv.sqlite3")))
+    with pytest.raises(ValueError, match="--watch-feed-retry must be positive"):
+        config_from_args(["--watch-feed-retry", "0"], environ={})
+    bad = subprocess.run([sys.executable, "-m", "kvgrpc.ops.admin", "watch-master", "--after", "0",
+                          "--master", "mysql://a@127.0.0.1:1/d", "--replica", "mysql://a@127.0.0.1:2/d"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--after (0) and --interval (1) must be positive" in bad.stderr, bad.stderr
