@@ -291,7 +291,7 @@ def _put_ok(kv, key: str) -> bool:
 
 def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     box = own_sandbox(replicas=2)
-    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name, follow_topology=True)
     with server.client() as kv:
         for i in range(50):
             kv.put(f"k{i}", "v")
@@ -325,9 +325,15 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     assert topology(box) == {"master": (1, port), "replica": (1, port), "replica2": (0, "")}
     again = admin(box, "switchover", "--to", to)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+    # The server (following the topology) writes to the new master, without a restart.
+    with server.client(timeout=5) as kv:
+        wait_until(lambda: _put_ok(kv, "through-the-server"), what="writes on the new master")
+        assert kv.get_record("through-the-server", consistency="strong").value == b"x"
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'through-the-server'",
+                     role="replica2", root=True) == [(b"x",)]
     # Nothing lost; a write on the new master reaches the old one.
     rows = box.query(f"SELECT COUNT(*) FROM kvgrpc.`{table_name}`", role="replica2", root=True)
-    assert rows == [(50,)]
+    assert rows == [(51,)]
     box.query(f"INSERT INTO kvgrpc.`{table_name}` (k, v) VALUES ('on-new-master', 'x')", role="replica2",
               root=True)
     (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica2", root=True)[0]
