@@ -14,6 +14,19 @@ back each replica's heartbeat age (its lag), so that:
 
 A replica that fails a read is marked unreachable at once and skipped until the monitor
 reaches it again, so a killed replica costs no failed read and comes back by itself.
+
+With ``follow_topology`` the endpoints are one candidate set, and the monitor also asks
+every node its role (:meth:`~kvgrpc.store.mysql.MySQLStore.node_role`) each round: the
+master is the one node that is writable (``read_only`` off) and replicates from nobody;
+the others serve reads (a node that is read-only and replicates from nobody, such as a
+restarted old master, serves nothing). After a switchover or a failover, writes go to the
+new master from the next round on (``interval``). Writes are refused (Unavailable) while
+no node, or more than one, qualifies, and after a write to the master failed with
+Unavailable until a round confirms it again: the router never writes to a node it has not
+just seen writable, and a demoted node refuses writes itself (``read_only``). A STRONG
+read checks, after reading, that its node is still writable: a master is fenced before
+its successor is opened, so that read did not miss a write acknowledged elsewhere.
+:meth:`ReadRouter.feed_store` is the change feed of whichever node is the master.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,6 +45,7 @@ from kvgrpc.errors import KvError, Unavailable
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
+from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +83,7 @@ class _Endpoint:
         self.measured_at = 0.0  # time.monotonic() of the last lag measurement
         self.semi_sync: bool | None = None
         self.problem = ""
+        self.orphan = False  # follow_topology: read-only and replicating from nobody
 
 
 class ReadRouter:
@@ -89,9 +104,15 @@ class ReadRouter:
         token_wait: float = 0.5,
         watch_semi_sync: bool = False,
         repeat_log_interval: float = DEFAULT_INTERVAL,
+        follow_topology: bool = False,
     ) -> None:
         self.master = _Endpoint(master, master_role)
         self.replicas = [_Endpoint(store, "replica") for store in replicas]
+        self.follow = follow_topology
+        self._nodes = [self.master, *self.replicas]  # follow_topology: the candidate set
+        # follow_topology: whether self.master is confirmed (else why not).
+        self._master_ok = not follow_topology
+        self._no_master = "no node has been seen writable yet" if follow_topology else ""
         self.max_lag = max_lag
         self.interval = interval
         self.token_wait = token_wait
@@ -106,7 +127,7 @@ class ReadRouter:
     # -- monitoring --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None and (self.replicas or self._watch_semi_sync):
+        if self._thread is None and (self.replicas or self._watch_semi_sync or self.follow):
             self.check()
             self._thread = threading.Thread(target=self._run, name="kvgrpc-monitor", daemon=True)
             self._thread.start()
@@ -122,7 +143,14 @@ class ReadRouter:
             self.check()
 
     def check(self) -> None:
-        """One round: heartbeat on the master, then each replica's lag."""
+        """One round: (following the topology: each node's role, and so the master), a
+        heartbeat on the master, then each replica's lag."""
+        if self.follow:
+            self._find_master()
+            if not self._master_ok:
+                for replica in self.replicas:  # still measured: reads go on
+                    self._measure(replica)
+                return
         if self.replicas:
             self._probe(self.master, self.master.store.write_heartbeat)
         if self._watch_semi_sync:
@@ -130,17 +158,86 @@ class ReadRouter:
             with self._lock:
                 self.master.semi_sync = semi_sync
         for replica in self.replicas:
-            started = time.monotonic()
-            lag = self._probe(replica, replica.store.replication_lag)
-            with self._lock:
-                if replica.reachable:
-                    replica.lag, replica.measured_at = lag, started
-                    if lag is None:
-                        replica.problem = "no heartbeat replicated yet"
-                    elif lag > self.max_lag:
-                        replica.problem = f"lagging {lag * 1000:.0f} ms behind the master"
-                    else:
-                        replica.problem = ""
+            self._measure(replica)
+
+    def _measure(self, replica: _Endpoint) -> None:
+        if replica.orphan:
+            return
+        started = time.monotonic()
+        lag = self._probe(replica, replica.store.replication_lag)
+        with self._lock:
+            if replica.reachable:
+                replica.lag, replica.measured_at = lag, started
+                if lag is None:
+                    replica.problem = "no heartbeat replicated yet"
+                elif lag > self.max_lag:
+                    replica.problem = f"lagging {lag * 1000:.0f} ms behind the master"
+                else:
+                    replica.problem = ""
+
+    def _find_master(self) -> None:
+        """follow_topology: asks every node its role; the one writable node that replicates
+        from nobody becomes the master (none, or several: no master, writes refused)."""
+        roles = {id(node): self._probe(node, node.store.node_role) for node in self._nodes}
+        masters = [n for n in self._nodes if roles[id(n)] is not None and roles[id(n)] == (True, False)]
+        with self._lock:
+            if len(masters) == 1:
+                new, problem = masters[0], ""
+            elif masters:
+                new, problem = None, ("more than one node is writable and replicates from nobody ("
+                                      + ", ".join(n.store.description for n in masters)
+                                      + "): writes are refused until all but one are fenced")
+            else:
+                new, problem = None, "no reachable node is writable and replicating from nobody"
+            if new is not None and new is not self.master:
+                _LOGGER.warning("the master is now %s (was %s)", new.store.description,
+                                self.master.store.description)
+            if problem and problem != self._no_master:
+                _LOGGER.error("no master to write to: %s", problem)
+            elif not problem and self._no_master:
+                _LOGGER.info("writing to %s", (new or self.master).store.description)
+            if new is not None:
+                self.master = new
+            for node in self._nodes:
+                role = roles[id(node)]
+                if node is self.master:  # the new one; or, with none, the last one (status shows why)
+                    node.role, node.orphan, node.lag = "master", False, 0.0
+                    continue
+                if node.role != "replica":
+                    node.role, node.lag, node.measured_at = "replica", None, 0.0
+                node.orphan = role is not None and role == (False, False)
+                if node.orphan:
+                    node.lag = None
+                    node.problem = "read-only and replicating from nobody: not read from"
+            self.replicas = [n for n in self._nodes if n is not self.master]
+            self._master_ok, self._no_master = new is not None, problem
+
+    def _writer(self) -> _Endpoint:
+        """The master to write to (following the topology: only a confirmed one)."""
+        with self._lock:
+            if self._master_ok:
+                return self.master
+            problem = self._no_master
+        raise Unavailable(f"no master to write to: {problem}; retry shortly")
+
+    def master_store(self) -> Store:
+        """The store of the master now; Unavailable when following the topology and no
+        node is confirmed as the master."""
+        return self._writer().store
+
+    def feed_store(self) -> Store:
+        """The store whose change feed Watch reads: the master's; following the topology,
+        one that always reads the current master's (:class:`MasterFeed`)."""
+        return MasterFeed(self) if self.follow else self.master.store  # type: ignore[return-value]
+
+    def _lost_master(self, endpoint: _Endpoint, exc: KvError) -> None:
+        """follow_topology: a call on the master failed; no writes until a round confirms it."""
+        if not self.follow:
+            return
+        with self._lock:
+            if endpoint is self.master and self._master_ok:
+                self._master_ok = False
+                self._no_master = f"{endpoint.store.description} failed: {exc}"
 
     def _probe(self, endpoint: _Endpoint, measure: Callable[[], T]) -> T | None:
         try:
@@ -165,9 +262,9 @@ class ReadRouter:
         """Serving eventual reads: reachable and not lagging — or, while the master is
         unreachable (no heartbeats, so every lag grows), merely reachable: then a replica
         is the best copy there is."""
-        if not replica.reachable or replica.lag is None:
+        if not replica.reachable or replica.lag is None or replica.orphan:
             return False
-        return replica.lag <= self.max_lag or not self.master.reachable
+        return replica.lag <= self.max_lag or not self.master.reachable or not self._master_ok
 
     @property
     def semi_sync_off(self) -> bool:
@@ -204,10 +301,18 @@ class ReadRouter:
                 return operation(replica.store)
             except Unavailable as exc:
                 self._mark_unreachable(replica, exc)
+        master = self._writer()
         try:
-            return operation(self.master.store)
+            result = operation(master.store)
+            if self.follow and options.consistency is Consistency.STRONG and not master.store.writable():
+                # Fenced (a switchover under way): a write may already be acknowledged on
+                # the next master, which this read did not see.
+                raise Unavailable(f"{master.store.description} turned read-only: it is no longer "
+                                  "the master; retry")
+            return result
         except Unavailable as exc:
-            self._mark_unreachable(self.master, exc)
+            self._mark_unreachable(master, exc)
+            self._lost_master(master, exc)
             raise
 
     def _wait_budget(self, deadline: float | None) -> float:
@@ -217,14 +322,17 @@ class ReadRouter:
         return max(0.0, min(self.token_wait, (deadline - time.monotonic()) / 2))
 
     def write(self, operation: Callable[[Store], T]) -> T:
-        """Runs a write on the master, recording whether it was reachable."""
+        """Runs a write on the master, recording whether it was reachable (following the
+        topology: only on a confirmed master; Unavailable while there is none)."""
+        master = self._writer()
         try:
-            result = operation(self.master.store)
+            result = operation(master.store)
         except Unavailable as exc:
-            self._mark_unreachable(self.master, exc)
+            self._mark_unreachable(master, exc)
+            self._lost_master(master, exc)
             raise
         with self._lock:
-            self.master.reachable = True
+            master.reachable = True
         return result
 
     # -- status ------------------------------------------------------------------------
@@ -234,7 +342,9 @@ class ReadRouter:
         result = []
         with self._lock:
             endpoints = [self.master, *self.replicas]
-            snapshot = [(e, e.reachable, e.lag, e.semi_sync, e.problem) for e in endpoints]
+            snapshot = [(e, e.reachable, e.lag, e.semi_sync,
+                         (self._no_master if e is self.master and self._no_master else e.problem))
+                        for e in endpoints]
         for endpoint, reachable, lag, semi_sync, problem in snapshot:
             usage = endpoint.store.pool_usage()
             with self._lock:
@@ -246,3 +356,25 @@ class ReadRouter:
                 semi_sync_active=bool(semi_sync), problem=problem,
             ))
         return result
+
+
+class MasterFeed:
+    """The change feed of whichever node a topology-following router takes for the master
+    now (see :meth:`kvgrpc.store.base.Store.changes`). When the master changes, the feed
+    on the old one breaks (Unavailable); the change hub reopens it here from the revision
+    it reached, and so on the new master: with ``gtid_strict_mode`` the new master's
+    binlog holds the same GTIDs, so revisions continue with no gap and no repeat."""
+
+    def __init__(self, router: ReadRouter) -> None:
+        self._router = router
+
+    @property
+    def description(self) -> str:
+        return "the master's change feed"
+
+    def head_revision(self) -> int:
+        return self._router.master_store().head_revision()
+
+    def changes(self, after: int, stopped: Callable[[], bool],
+                keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]:
+        return self._router.master_store().changes(after, stopped, keys)

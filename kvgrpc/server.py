@@ -103,6 +103,10 @@ class ServerConfig:
     load_retention: float = DEFAULT_LOAD_RETENTION  # seconds a load's progress is kept
     max_replica_lag: float = 5.0
     monitor_interval: float = 0.1
+    # The master and the replicas are one candidate set: writes go to the node that is
+    # writable and replicates from nobody, found again after a promotion (see routing).
+    follow_topology: bool = False
+    watch_feed_retry: float = 10.0  # seconds the change hub keeps reopening a broken feed
     require_semi_sync: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -510,7 +514,7 @@ class _Servicer:
                         request.start_revision if request.HasField("start_revision") else None)
                     hub = self._server.hub
                     async for batch in hub.watch(keys, start, self._server.executor,
-                                                 self._service.writer.head_revision):
+                                                 self._server.feed.head_revision):
                         yield _watch_response(batch)
             except asyncio.CancelledError:
                 self._observe("Watch", None, started)
@@ -549,10 +553,14 @@ def build_service(config: ServerConfig) -> KeyValueService:
             raise ValueError("a replica is configured but no master: set --master too")
         if config.require_semi_sync:
             raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
+        if config.follow_topology:
+            raise ValueError("--follow-topology needs the database endpoints: --master and --replica URLs")
         store = SQLiteStore(config.sqlite_path, config.table)
         return KeyValueService(store, limits=limits,
                                router=ReadRouter(store, master_role="embedded"),
                                load_retention=config.load_retention)
+    if config.follow_topology:
+        return _following_service(config)
     writer: Store = MySQLStore(
         config.master, config.table, role="master", pool_size=config.pool_size,
         pool_timeout=config.pool_timeout, create_table=True,
@@ -573,6 +581,30 @@ def build_service(config: ServerConfig) -> KeyValueService:
         watch_semi_sync=config.require_semi_sync,
     )
     return KeyValueService(writer, readers, limits=limits, router=router,
+                           require_semi_sync=config.require_semi_sync,
+                           load_retention=config.load_retention)
+
+
+def _following_service(config: ServerConfig) -> KeyValueService:
+    """--follow-topology: every endpoint may be the master; the router finds which."""
+    if not config.replicas:
+        raise ValueError("--follow-topology needs every database endpoint: --master and --replica URLs")
+    stores: list[Store] = [
+        MySQLStore(endpoint, config.table, role="node", pool_size=config.pool_size,
+                   pool_timeout=config.pool_timeout, create_table=True,
+                   require_semi_sync=config.require_semi_sync)
+        for endpoint in (config.master, *config.replicas)
+    ]
+    for store in stores:
+        try:
+            store.connect()
+        except KvError as exc:  # keep serving: the monitor retries every round
+            _LOGGER.error("%s: %s; will retry", store.description, exc)
+    router = ReadRouter(
+        stores[0], stores[1:], max_lag=config.max_replica_lag, interval=config.monitor_interval,
+        watch_semi_sync=config.require_semi_sync, follow_topology=True,
+    )
+    return KeyValueService(stores[0], stores[1:], limits=config.limits, router=router,
                            require_semi_sync=config.require_semi_sync,
                            load_retention=config.load_retention)
 
@@ -631,10 +663,14 @@ class KeyValueServer:
                                         daemon=True)
         self._thread.start()
         self.health = _Health(self._loop)
-        self.hub = ChangeHub(getattr(service, "writer", None), self._loop,
+        router = getattr(service, "router", None)
+        # The store whose binlog Watch reads: following the topology, the master's of the moment.
+        self.feed = router.feed_store() if router is not None else getattr(service, "writer", None)
+        self.hub = ChangeHub(self.feed, self._loop,
                              max_buffer_bytes=config.watch_buffer_bytes,
                              max_watchers=config.max_watches,
-                             max_catchup=config.max_catchup_watches)
+                             max_catchup=config.max_catchup_watches,
+                             feed_retry=config.watch_feed_retry)
         self.draining: asyncio.Future = self._run(self._make_future())
         try:
             self.port = self._run(self._bind())
@@ -831,6 +867,14 @@ def _arg_parser() -> argparse.ArgumentParser:
                    "last batch (GetLoad; resuming); default 7")
     p.add_argument("--max-replica-lag", type=float, default=5.0,
                    help="seconds of lag beyond which a replica stops serving reads (default: 5)")
+    p.add_argument("--follow-topology", action="store_true",
+                   help="take --master and --replica as one set of candidates: write to the node "
+                   "that is writable (read_only off) and replicates from nobody, read from the "
+                   "others, and find the new master by itself after a switchover or failover "
+                   "(the account needs SLAVE MONITOR)")
+    p.add_argument("--watch-feed-retry", type=float, default=10.0,
+                   help="seconds the change feed keeps reopening after it broke (a failover) "
+                   "before open watches end with UNAVAILABLE (default: 10)")
     p.add_argument("--require-semi-sync", action="store_true",
                    help="acknowledge a write only if semi-synchronous replication confirmed it")
     p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
@@ -895,6 +939,8 @@ def config_from_args(
         shutdown_grace=args.shutdown_grace,
         load_retention=args.load_retention * 86400,
         max_replica_lag=args.max_replica_lag,
+        follow_topology=args.follow_topology,
+        watch_feed_retry=args.watch_feed_retry,
         require_semi_sync=args.require_semi_sync,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -911,6 +957,8 @@ def config_from_args(
     )
     if args.processes < 1:
         raise ValueError("--processes must be at least 1")
+    if args.watch_feed_retry <= 0:
+        raise ValueError(f"--watch-feed-retry must be positive (seconds), not {args.watch_feed_retry:g}")
     if args.processes > 1 and args.port == 0:
         raise ValueError("--processes needs a fixed --port (the processes share it)")
     return config, (args.log_level, args.log_format), args.processes
@@ -965,7 +1013,11 @@ def _serve(config: ServerConfig) -> int:
                  ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls_cert else "plaintext",
                  f"bearer tokens required ({len(config.auth_tokens)} configured)"
                  if config.auth_tokens else "no authentication")
-    _LOGGER.info("writes: %s", server.service.writer.description)
+    if config.follow_topology:
+        _LOGGER.info("following the topology: writes go to whichever node is writable and "
+                     "replicates from nobody")
+    else:
+        _LOGGER.info("writes: %s", server.service.writer.description)
     for reader in server.service.readers:
         _LOGGER.info("reads: %s", reader.description)
     if server.metrics_port is not None:

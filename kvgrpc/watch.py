@@ -144,8 +144,10 @@ class ChangeHub:
         max_watchers: int = 4096,
         max_catchup: int = 4,
         catchup_wait: float = 30.0,
+        feed_retry: float = FEED_RETRY_SECONDS,
     ) -> None:
         self._store = store
+        self._feed_retry = feed_retry
         self._loop = loop
         self.max_buffer_bytes = max_buffer_bytes
         self.max_watchers = max_watchers
@@ -224,7 +226,9 @@ class ChangeHub:
                     self._fail(exc)
                     return
                 now = time.monotonic()
-                retry_until = retry_until or now + FEED_RETRY_SECONDS
+                # A failover breaks the master's feed; the store may be a
+                # routing.MasterFeed, which reopens it on the new master from ``after``.
+                retry_until = retry_until or now + self._feed_retry
                 if now >= retry_until:
                     _LOGGER.error("the change feed is down: %s", exc)
                     self._fail(Unavailable(f"the change feed is down ({exc}); resume the watch"))

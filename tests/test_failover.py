@@ -3,6 +3,7 @@ no acknowledged write lost, refusals with reasons, undo on failure, idempotence.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import subprocess
@@ -10,18 +11,24 @@ import sys
 import threading
 import time
 
+import pytest
+
 from kvgrpc.errors import FailedPrecondition, KvError, NotFound, Unavailable
 from kvgrpc.ops.sandbox import role_name
 
 from .linearizability import Op, check
+from .tcp_proxy import TcpProxy
 from .test_consistency import wait_until
 
 
+def admin_args(box, *args: str) -> list[str]:
+    return [sys.executable, "-m", "kvgrpc.ops.admin", *args, "--master", box.env["KVGRPC_ADMIN_MASTER_URL"],
+            *[a for url in box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",") for a in ("--replica", url)]]
+
+
 def admin(box, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kvgrpc.ops.admin", *args, "--master",
-                           box.env["KVGRPC_ADMIN_MASTER_URL"],
-                           *[a for url in box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",") for a in ("--replica", url)]],
-                          capture_output=True, text=True, env=box.process_env(), timeout=120)
+    return subprocess.run(admin_args(box, *args), capture_output=True, text=True, env=box.process_env(),
+                          timeout=120)
 
 
 def new_master_role(box, output: str) -> str:
@@ -50,7 +57,8 @@ class Workload:
     A thread stops at its first operation with an unknown outcome (UNAVAILABLE, deadline):
     the master is gone."""
 
-    def __init__(self, clients, writers: int = 8, readers: int = 2) -> None:
+    def __init__(self, clients, writers: int = 8, readers: int = 2, prefix: str = "") -> None:
+        self.prefix = prefix  # of every value written: histories of two phases stay distinct
         self.history: list[Op] = []
         self.errors: set[str] = set()
         self._lock = threading.Lock()
@@ -79,7 +87,7 @@ class Workload:
         versions: dict[str, int] = {}
         i = 0
         while not self._stop.is_set():
-            key, value = rng.choice(KEYS), f"{t}-{i}"
+            key, value = rng.choice(KEYS), f"{self.prefix}{t}-{i}"
             i += 1
             cas = rng.random() < 0.5
             op = Op(key, "cas" if cas else "put", time.monotonic(), value=value,
@@ -129,65 +137,148 @@ def test_history_checker_finds_lost_writes_and_stale_reads():
     assert check([Op("k", "put", 0, 1, "a", version=1), Op("k", "get", 2, 3, None, version=0)]) == ["k"]
 
 
-def test_failover_keeps_every_acknowledged_write(own_sandbox, start_server, table_name):
-    """Kill -9 the master under writers and STRONG readers through two servers, run
-    failover: the history of operations, ended by the new master's content, is
-    linearizable per key (every acknowledged write is there, and nothing no history allows)."""
+class Watcher:
+    """A watch of every ``reg`` key through one server, without the client's resume: it
+    must cross the promotion on the server's change hub alone. Runs until it sees the key
+    ``regend``."""
+
+    def __init__(self, client) -> None:
+        self.events: list = []
+        self.error: BaseException | None = None
+        self._watch = client.watch(prefix="reg", resume=False)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._watch:
+                self.events.append(event)
+                if event.key == "regend":
+                    return
+        except BaseException as exc:  # noqa: BLE001 - checked by the test
+            self.error = exc
+
+    def seen(self, key: str) -> bool:
+        return any(e.key == key for e in self.events)
+
+    def join(self) -> None:
+        self._thread.join(timeout=20)
+        self._watch.cancel()
+
+
+def _following_servers(box, start_server, table_name, count: int = 2, semi_sync: bool = True):
+    """Servers given every node, following the topology (--follow-topology)."""
+    return [start_server(master=box.master, replicas=box.replicas, table=table_name, require_semi_sync=semi_sync,
+                         follow_topology=True, watch_feed_retry=60.0) for _ in range(count)]
+
+
+def _wait_writes_back(clients, timeout: float) -> float:
+    """Waits until a Put succeeds through every client; returns when (monotonic)."""
+    for i, kv in enumerate(clients):
+        wait_until(lambda: _put_ok(kv, f"after{i}"), timeout=timeout,
+                   what=f"writes through server {i}")
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("mode", ["command", "automatic"])
+def test_failover_keeps_every_acknowledged_write(own_sandbox, start_server, table_name, mode, tmp_path):
+    """Kill -9 the master under writers and STRONG readers through two servers that follow
+    the topology; fail over (the command, or watch-master by itself): writes succeed again
+    through the same servers; the restarted old master receives no write; a watcher
+    crosses the promotion with no gap and no repeat; the whole history, ended by the new
+    master's content, is linearizable per key (every acknowledged write is there)."""
     box = own_sandbox(replicas=2)
-    servers = [start_server(master=box.master, replicas=box.replicas, table=table_name, require_semi_sync=True)
-               for _ in range(2)]
+    servers = _following_servers(box, start_server, table_name)
     clients = [server.client(timeout=5) for server in servers]
-    workload = Workload(clients)
-    wait_until(lambda: workload.acknowledged > 400, what="writes acknowledged")
-    refused = admin(box, "failover")  # the master is up: not a failover
-    assert refused.returncode == 1 and "is reachable (writable)" in refused.stderr, refused.stderr
-    box.run("kill", "master")
-    killed = time.monotonic()
-    wait_until(lambda: workload.running == 0, timeout=30, what="every thread saw the master gone")
-    workload.stop()
-    assert workload.errors <= {"Unavailable", "DeadlineExceeded"}, workload.errors
-    dry = admin(box, "failover", "--dry-run")
-    assert dry.returncode == 0 and "would: open" in dry.stdout, dry.stdout + dry.stderr
-    failover_started = time.monotonic()
-    done = admin(box, "failover")
-    assert done.returncode == 0, done.stdout + done.stderr
-    print("\n" + done.stdout)
-    role = new_master_role(box, done.stdout)
+    watch_client = servers[0].client(timeout=5)
+    watcher = Watcher(watch_client)
+    wait_until(lambda: _put_ok(clients[1], "regstart") and watcher.seen("regstart"), what="the watch is open")
+    watcher_log = None
+    if mode == "automatic":
+        watcher_log = (tmp_path / "watch-master.log").open("w+")
+        auto = subprocess.Popen(admin_args(box, "watch-master", "--after", "2", "--interval", "0.5"),
+                                stdout=watcher_log, stderr=subprocess.STDOUT, text=True, env=box.process_env())
+    try:
+        workload = Workload(clients)
+        wait_until(lambda: workload.acknowledged > 300, what="writes acknowledged")
+        if mode == "command":
+            refused = admin(box, "failover")  # the master is up: not a failover
+            assert refused.returncode == 1 and "is reachable (writable)" in refused.stderr, refused.stderr
+        box.run("kill", "master")
+        killed = time.monotonic()
+        wait_until(lambda: workload.running == 0, timeout=30, what="every thread saw the master gone")
+        workload.stop()
+        assert workload.errors <= {"Unavailable", "DeadlineExceeded"}, workload.errors
+        if mode == "command":
+            dry = admin(box, "failover", "--dry-run")
+            assert dry.returncode == 0 and "would: open" in dry.stdout, dry.stdout + dry.stderr
+            done = admin(box, "failover")
+            assert done.returncode == 0, done.stdout + done.stderr
+            role = new_master_role(box, done.stdout)
+        # Writes succeed again through the same two servers.
+        back = _wait_writes_back(clients, timeout=20) - killed
+        if mode == "automatic":
+            assert back < 15, f"writes were back {back:.1f} s after the kill"
+            role = next(r for r in ("replica", "replica2")
+                        if box.query("SELECT @@read_only", role=r, root=True) == [(0,)])
+    finally:
+        if watcher_log is not None:
+            auto.terminate()
+            auto.wait(10)
+            watcher_log.seek(0)
+            auto_output = watcher_log.read()
+            watcher_log.close()
+    if mode == "automatic":
+        print("\n" + auto_output)
+        assert auto_output.count("failover done") == 1, auto_output
+        decision = next(line for line in auto_output.splitlines() if "Z failover: " in line)
+        assert "unreachable for" in decision and "lost the master" in decision, decision
     other = next(r for r in ("replica", "replica2") if r != role)
+    assert topology(box)[other] == (1, str(box.box.port_of(role)))
+    if mode == "command":
+        again = admin(box, "failover")
+        assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+    # The old master comes back read-only, replicating from nobody: the servers leave it alone.
+    box.run("start", "master")
+    assert box.query("SELECT @@read_only", role="master", root=True) == [(1,)]
+    (old_position,) = box.query("SELECT @@gtid_binlog_pos", role="master", root=True)[0]
+    second = Workload(clients, prefix="p2-")
+    time.sleep(2)
+    second.stop()
+    assert second.errors == set() and second.acknowledged > 50, (second.errors, second.acknowledged)
+    assert _put_ok(clients[1], "regend")
+    watcher.join()
+    assert box.query("SELECT @@gtid_binlog_pos", role="master", root=True) == [(old_position,)]
     # The new master's content ends the history: a lost acknowledged write, or a write no
     # history allows, makes it non-linearizable.
     final = time.monotonic()
     rows = {k.decode(): (v.decode(), n) for k, v, n in
             box.query(f"SELECT k, v, version FROM kvgrpc.`{table_name}`", role=role, root=True)}
-    history = workload.history + [Op(k, "get", final, final, value=rows.get(k, (None, 0))[0],
-                                     version=rows.get(k, (None, 0))[1]) for k in KEYS]
-    # Writes go on, through a server given the new topology, and reach the other replica.
-    new_master = box._endpoint(re.sub(r":\d+/", f":{box.box.port_of(role)}/", box.env["KVGRPC_MASTER_URL"]))
-    new_replica = box._endpoint(re.sub(r":\d+/", f":{box.box.port_of(other)}/", box.env["KVGRPC_MASTER_URL"]))
-    follower = start_server(master=new_master, replicas=(new_replica,), table=table_name, require_semi_sync=True)
-    with follower.client(timeout=5) as kv2:
-        wait_until(lambda: _put_ok(kv2, "after-failover"), timeout=20, what="writes on the new master")
-        back = time.monotonic() - failover_started
-        (pos,) = box.query("SELECT @@gtid_binlog_pos", role=role, root=True)[0]
-        assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=other, root=True) == [(0,)]
+    history = workload.history + second.history + [
+        Op(k, "get", final, final, value=rows.get(k, (None, 0))[0], version=rows.get(k, (None, 0))[1])
+        for k in KEYS]
     assert check(history) == []
-    assert topology(box)[other] == (1, str(box.box.port_of(role)))
-    again = admin(box, "failover")
-    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
-    # The old master comes back read-only: a server still pointed at it cannot write there.
-    box.run("start", "master")
-    assert box.query("SELECT @@read_only", role="master", root=True) == [(1,)]
-    try:
-        clients[0].put("to-the-old-master", "x")
-        raise AssertionError("the old master took a write")
-    except Unavailable:
-        pass
-    for client in clients:
+    (pos,) = box.query("SELECT @@gtid_binlog_pos", role=role, root=True)[0]
+    assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=other, root=True) == [(0,)]
+    # The watcher crossed the promotion: every acknowledged write exactly once, revisions
+    # never going back, nothing that was never written.
+    assert watcher.error is None, watcher.error
+    events = watcher.events
+    assert all(a.revision <= b.revision for a, b in zip(events, events[1:]))
+    seen = [(e.key, e.value.decode(), e.version) for e in events if e.key in KEYS]
+    assert len(seen) == len(set(seen)), "an event was repeated"
+    acknowledged = {(op.key, op.value, op.version) for op in workload.history + second.history
+                    if op.kind != "get" and not op.failed and not op.unknown}
+    missing = acknowledged - set(seen)
+    assert not missing, f"{len(missing)} acknowledged writes were not watched, e.g. {sorted(missing)[:3]}"
+    attempted = {(op.key, op.value) for op in workload.history + second.history if op.kind != "get"}
+    assert {(k, v) for k, v, _ in seen} <= attempted
+    for client in (*clients, watch_client):
         client.close()
-    print(f"failover: {workload.acknowledged} acknowledged writes, {len(workload.history)} operations "
-          f"in all, linearizable per key with the new master's final state; from running failover "
-          f"to the first write through a server on the new master {back:.2f} s (the kill was "
-          f"{failover_started - killed:.2f} s before failover started)")
+    checked = workload.acknowledged + second.acknowledged
+    print(f"{mode}: {checked} acknowledged writes checked ({len(history)} operations), linearizable "
+          f"per key; {len(events)} watched events across the promotion; first write through the "
+          f"same servers {back:.2f} s after the kill")
 
 
 def _put_ok(kv, key: str) -> bool:
@@ -200,7 +291,7 @@ def _put_ok(kv, key: str) -> bool:
 
 def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     box = own_sandbox(replicas=2)
-    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name, follow_topology=True)
     with server.client() as kv:
         for i in range(50):
             kv.put(f"k{i}", "v")
@@ -234,9 +325,15 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     assert topology(box) == {"master": (1, port), "replica": (1, port), "replica2": (0, "")}
     again = admin(box, "switchover", "--to", to)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+    # The server (following the topology) writes to the new master, without a restart.
+    with server.client(timeout=5) as kv:
+        wait_until(lambda: _put_ok(kv, "through-the-server"), what="writes on the new master")
+        assert kv.get_record("through-the-server", consistency="strong").value == b"x"
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'through-the-server'",
+                     role="replica2", root=True) == [(b"x",)]
     # Nothing lost; a write on the new master reaches the old one.
     rows = box.query(f"SELECT COUNT(*) FROM kvgrpc.`{table_name}`", role="replica2", root=True)
-    assert rows == [(50,)]
+    assert rows == [(51,)]
     box.query(f"INSERT INTO kvgrpc.`{table_name}` (k, v) VALUES ('on-new-master', 'x')", role="replica2",
               root=True)
     (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica2", root=True)[0]
@@ -247,3 +344,83 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
         box.run("kill", role)
     refused = admin(box, "failover")
     assert refused.returncode == 1 and "no replica is reachable" in refused.stderr, refused.stderr
+
+
+def test_fixed_endpoint_that_fails_over_by_itself(own_sandbox, start_server, table_name):
+    """Behind one endpoint that moves to the promoted replica (Aurora's, RDS's: here a TCP
+    proxy), the server's open connections still reach the demoted master: the first write
+    fails UNAVAILABLE (read-only, not applied), the server drops its connections, and the
+    next write reaches the new master through a new connection."""
+    box = own_sandbox(replicas=1)
+    proxy = TcpProxy(box.master.port)
+    try:
+        server = start_server(master=dataclasses.replace(box.master, port=proxy.port), table=table_name)
+        with server.client(timeout=5) as kv:
+            for i in range(20):
+                kv.put(f"k{i}", "before")
+            accepted = proxy.connections
+            done = admin(box, "switchover", "--to", box.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0])
+            assert done.returncode == 0, done.stdout + done.stderr
+            proxy.flip(box.replica.port)
+            try:
+                kv.put("refused", "x")
+                raise AssertionError("a write to the demoted master succeeded")
+            except Unavailable as exc:
+                assert "read-only" in str(exc) and "not applied" in str(exc), exc
+            assert kv.put("k0", "after") == 2  # on the new master, through a new connection
+            assert proxy.connections > accepted
+            assert kv.get_record("k0", consistency="strong").value == b"after"
+        (pos,) = box.query("SELECT @@gtid_binlog_pos", role="replica", root=True)[0]
+        assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role="master", root=True) == [(0,)]
+        for role in ("master", "replica"):
+            rows = dict(box.query(f"SELECT k, v FROM kvgrpc.`{table_name}` WHERE k IN ('k0', 'refused')",
+                                  role=role, root=True))
+            assert rows == {b"k0": b"after"}, (role, rows)
+    finally:
+        proxy.close()
+
+
+def test_following_servers_never_write_to_two_masters(own_sandbox, start_server, table_name):
+    """A second node made writable and detached (as a botched promotion would leave it):
+    the server refuses writes, naming both, until one is fenced; then it writes to the
+    other, without a restart; STRONG reads follow."""
+    box = own_sandbox(replicas=1)
+    (server,) = _following_servers(box, start_server, table_name, count=1, semi_sync=False)
+    with server.client(timeout=5) as kv:
+        kv.put("k", "on-master")
+        box.query("STOP SLAVE", role="replica", root=True)
+        box.query("RESET SLAVE ALL", role="replica", root=True)
+        box.query("SET GLOBAL read_only = 0", role="replica", root=True)
+
+        def refused() -> bool:
+            try:
+                kv.put("k", "anywhere")
+            except Unavailable as exc:
+                return "more than one node is writable" in str(exc)
+            return False
+
+        wait_until(refused, what="writes refused with two writable nodes")
+        assert "more than one node" in next(e.problem for e in kv.status() if e.role == "master")
+        box.query("SET GLOBAL read_only = 1", role="master", root=True)  # fence the old one
+        fenced = box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True)
+        # (A write may have reached the old master before the router saw the second node.)
+        assert fenced in ([(b"on-master",)], [(b"anywhere",)])
+        wait_until(lambda: _put_ok(kv, "k"), what="writes on the only writable node")
+        assert kv.put("k", "on-replica") >= 2
+        assert kv.get_record("k", consistency="strong").value == b"on-replica"
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="replica", root=True) == \
+        [(b"on-replica",)]
+    assert box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True) == fenced
+
+
+def test_follow_and_watch_master_flags_refuse_nonsense(tmp_path):
+    from kvgrpc.server import ServerConfig, build_service, config_from_args
+
+    with pytest.raises(ValueError, match="--follow-topology needs the database endpoints"):
+        build_service(ServerConfig(follow_topology=True, sqlite_path=str(tmp_path / "kv.sqlite3")))
+    with pytest.raises(ValueError, match="--watch-feed-retry must be positive"):
+        config_from_args(["--watch-feed-retry", "0"], environ={})
+    bad = subprocess.run([sys.executable, "-m", "kvgrpc.ops.admin", "watch-master", "--after", "0",
+                          "--master", "mysql://a@127.0.0.1:1/d", "--replica", "mysql://a@127.0.0.1:2/d"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--after (0) and --interval (1) must be positive" in bad.stderr, bad.stderr

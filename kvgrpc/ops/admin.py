@@ -11,6 +11,9 @@
         makes that replica the master, without losing a write; the old master follows it
     kvgrpc-admin failover --master URL --replica URL [--replica URL ...]
         the master is lost: promotes the replica that has received the most; prints it
+    kvgrpc-admin watch-master --master URL --replica URL [--replica URL ...] --after SECONDS
+        runs failover by itself once the master has been unreachable for SECONDS, from here
+        and from every reachable replica (their IO threads lost it too); logs each decision
 
 Every command takes ``--dry-run``: it reads what it needs and prints what it would do,
 changing nothing. Commands that change servers put back what they changed when a step
@@ -29,6 +32,7 @@ import kvgrpc  # noqa: F401 - loads the MySQL C extension before grpc imports ss
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from kvgrpc.client import DEFAULT_TARGET, KeyValueClient
@@ -127,6 +131,30 @@ def _failover(args, out) -> int:
     return _report(change, out) if not args.dry_run else 0
 
 
+def _watch_master(args, out) -> int:
+    import signal
+    import threading
+
+    from kvgrpc.ops.watch_master import watch_master
+
+    master, replicas = _topology(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+
+    def log(line: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        print(f"{stamp}Z {line}", file=out, flush=True)
+
+    if args.after <= 0 or args.interval <= 0:
+        raise InvalidArgument(f"--after ({args.after:g}) and --interval ({args.interval:g}) must be "
+                              "positive (seconds)")
+    result = watch_master(master, replicas, after=args.after, interval=args.interval, wait=args.wait,
+                          dry_run=args.dry_run, log=log, stop=stop)
+    log(f"stopped after {len(result.failovers)} failover(s)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvgrpc-admin", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,7 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("--force", action="store_true", help="overwrite a master that has data")
     sw = sub.add_parser("switchover", help="make a replica the master, without losing a write")
     fo = sub.add_parser("failover", help="the master is lost: promote the most advanced replica")
-    for command in (sw, fo):
+    wm = sub.add_parser("watch-master", help="fail over by itself when the master is lost "
+                        "(from here and from the replicas) for --after seconds")
+    wm.add_argument("--after", type=float, required=True, metavar="SECONDS",
+                    help="seconds the master must be unreachable before a failover")
+    wm.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                    help="seconds between checks (default 1)")
+    for command in (sw, fo, wm):
         command.add_argument("--master", metavar="URL", help="the (old) master (default: $KVGRPC_ADMIN_MASTER_URL)")
         command.add_argument("--replica", metavar="URL", action="append",
                              help="a replica; repeat for each (default: $KVGRPC_ADMIN_REPLICA_URL)")
@@ -153,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--to", required=True, metavar="URL", help="the replica to promote")
     sw.add_argument("--repl-user", default="", help="replication account for the old master "
                     "(default: the one the new master replicates with; password: $KVGRPC_REPL_PASSWORD)")
-    for command in (status, chk, rst, sw, fo):
+    for command in (status, chk, rst, sw, fo, wm):
         command.add_argument("--dry-run", action="store_true",
                              help="print what would be done; change nothing")
     return p
@@ -163,7 +197,7 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     out = out or sys.stdout
     args = _parser().parse_args(argv)
     command = {"status": _status, "check": _check, "restore": _restore, "switchover": _switchover,
-               "failover": _failover}[args.command]
+               "failover": _failover, "watch-master": _watch_master}[args.command]
     try:
         return command(args, out)
     except KvError as exc:

@@ -84,7 +84,9 @@ _SEMI_SYNC_STATUS_SQL = (
 _CONNECTION_ERRNOS = frozenset({2002, 2003, 2005, 2006, 2013, 2026, 2027, 2048, 2055})
 _CONFLICT_ERRNOS = frozenset({1205, 1213})  # lock wait timeout, deadlock
 _TOO_BIG_ERRNOS = frozenset({1153, 1301, 2020})  # packet too large
-_READ_ONLY_ERRNO = 1290  # --read-only: e.g. a replica configured as the master
+#: --read-only (1290), and 1836 ("running in read-only mode"): a replica configured as the
+#: master, or a master fenced by a switchover or turned into a reader behind a fixed endpoint.
+_READ_ONLY_ERRNOS = frozenset({1290, 1836})
 _ACCESS_DENIED_ERRNOS = frozenset({1044, 1045, 1142, 1227})
 _NO_TABLE_ERRNO = 1146
 _DUPLICATE_KEY_ERRNO = 1062
@@ -390,7 +392,7 @@ class MySQLStore:
         # replica stores never allow LOCAL INFILE at all. ``_bulk_load`` turns off (the
         # directory stays until close) once the server has refused LOAD DATA LOCAL.
         self._bulk_load_dir: str | None = None
-        if bulk_load and role == "master":
+        if bulk_load and role in ("master", "node"):
             base = batch_dir_base()
             sweep_stale_batch_dirs(base)
             self._bulk_load_dir = tempfile.mkdtemp(prefix=f"{BATCH_DIR_PREFIX}{os.getpid()}-", dir=base)
@@ -418,9 +420,15 @@ class MySQLStore:
         try:
             cur = _cursor(cnx)
             if self._create_table:
-                cur.execute(self._sql_create_table)
-                cur.execute(self._sql_create_heartbeat)
-                cur.execute(self._sql_create_loads)
+                try:
+                    cur.execute(self._sql_create_table)
+                    cur.execute(self._sql_create_heartbeat)
+                    cur.execute(self._sql_create_loads)
+                except Exception as exc:
+                    # A read-only node (a server following the topology opens every node
+                    # this way): the master it replicates from creates the tables.
+                    if getattr(exc, "errno", None) not in _READ_ONLY_ERRNOS:
+                        raise
             cur.execute("SELECT @@max_allowed_packet, VERSION()")
             max_packet, version = cur.fetchone()
             self._mariadb = "mariadb" in str(version).lower()
@@ -503,9 +511,14 @@ class MySQLStore:
         if errno in _TOO_BIG_ERRNOS:
             _LOGGER.warning("statement too large for %s: %s", where, exc)
             return ResourceExhausted(f"the request is too large for {where}")
-        if errno == _READ_ONLY_ERRNO:
-            log.error("read-only", "%s is read-only: is a replica configured as the master? %s", where, exc)
-            return Unavailable(f"{where} is read-only and cannot take writes")
+        if errno in _READ_ONLY_ERRNOS:
+            # Behind a fixed endpoint that fails over by itself (Aurora, RDS), the node these
+            # connections reach was demoted: drop them, so the next call reconnects (and
+            # reaches the new master). The statement was refused: nothing was applied.
+            log.error("read-only", "%s is read-only (a replica configured as the master, or a "
+                      "demoted master; reconnecting): %s", where, exc)
+            self._drop_pool()
+            return Unavailable(f"{where} is read-only: the write was not applied; retry")
         if errno in _ACCESS_DENIED_ERRNOS:
             log.error("access", "%s refused the configured credentials: %s", where, exc)
             return Unavailable(f"{where} refused the server's credentials")
@@ -872,6 +885,35 @@ class MySQLStore:
             cur.execute(sql, (token, max(0.0, timeout)))
             (result,) = cur.fetchone()
         return result == 0
+
+    def node_role(self) -> tuple[bool, bool]:
+        """(writable, replicating) of this endpoint's server: ``read_only`` off, and
+        whether it has replication configured (``SHOW SLAVE STATUS`` not empty). A server
+        that follows the topology writes only to a node that is writable and replicates
+        from nobody. Needs ``SLAVE MONITOR`` (``REPLICATION CLIENT`` on MySQL); without
+        it, Unavailable naming the privilege. Unavailable when unreachable."""
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute("SELECT @@global.read_only")
+            (read_only,) = cur.fetchone()
+            try:
+                cur.execute("SHOW SLAVE STATUS")
+            except Exception as exc:
+                if getattr(exc, "errno", None) in _ACCESS_DENIED_ERRNOS:
+                    raise Unavailable(
+                        f"{self.description}: following the topology needs the SLAVE MONITOR "
+                        "privilege (SHOW SLAVE STATUS) for the server's account") from None
+                raise
+            replicating = bool(cur.fetchall())
+        return not int(read_only), replicating
+
+    def writable(self) -> bool:
+        """Whether ``read_only`` is off on this endpoint's server now (one round trip)."""
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute("SELECT @@global.read_only")
+            (read_only,) = cur.fetchone()
+        return not int(read_only)
 
     def write_heartbeat(self) -> None:
         with self._connection() as cnx:
