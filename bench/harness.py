@@ -457,7 +457,8 @@ def run_client(target: str, args: list[str], workdir: Path, on_start=None) -> Cl
 class WatcherResult:
     counts: list[int]  # events received per watch
     done_at: float  # time.monotonic() when the process's last watch had everything
-    resumes: int  # streams reopened after UNAVAILABLE
+    resumes: int  # streams reopened after UNAVAILABLE or a server-sent CANCELLED
+    server_cancelled: int  # of those, CANCELLED
     cpu: float  # user + system CPU of the process (os.wait4)
     error: str | None
 
@@ -496,6 +497,8 @@ class WatcherProcesses:
                     break
             if line != "ready":
                 self.kill()
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    line = f"error {json.loads(line)['error']}"
                 raise RuntimeError(f"watcher process {i} did not get ready: {line[:500]} "
                                    f"{(self.workdir / f'watchers-{i}.err').read_text()[-2000:]}")
 
@@ -512,6 +515,7 @@ class WatcherProcesses:
                     raise RuntimeError(f"watcher process {i} exited {proc.returncode}: {line[:300]} "
                                        f"{(self.workdir / f'watchers-{i}.err').read_text()[-2000:]}") from None
                 results.append(WatcherResult(data["counts"], data["done_at"], data["resumes"],
+                                             data["server_cancelled"],
                                              usage.ru_utime + usage.ru_stime, data["error"]))
         finally:
             self.kill()

@@ -105,6 +105,7 @@ def summarise_fanout(runs: list[dict]) -> dict:
         "master_held_max": most("held"), "binlog_dump_held_max": most("held_binlog_dump"),
         "master_total_max": most("total"), "binlog_dump_total_max": most("binlog_dump"),
         "resumes": sum(e["resumes"] for e in extra),
+        "server_cancelled": sum(e.get("server_cancelled", 0) for e in extra),
     }
 
 
@@ -251,7 +252,8 @@ def table(summary: dict) -> str:
         lines += ["", f"fan-out: {summary['environment'].get('fanout', '')}, one server; "
                   "every watch must receive every event",
                   f"  delivered              {fmt(fan['delivered'])} of {fan['expected']:,} events "
-                  f"{'(all)' if ok else '(NOT ALL)'}; streams resumed: {fan['resumes']}",
+                  f"{'(all)' if ok else '(NOT ALL)'}; streams reopened: {fan['resumes']} (of which "
+                  f"after a CANCELLED the server sent: {fan['server_cancelled']})",
                   f"  delivery time          {fmt(fan['delivery_seconds'], 1)} s from the load's start "
                   f"until the last watch had everything ({fmt(fan['events_per_s'])} events/s); "
                   f"the load alone {fmt(fan['load_seconds'], 1)} s until the replica held it; "
