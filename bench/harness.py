@@ -459,6 +459,8 @@ class WatcherResult:
     done_at: float  # time.monotonic() when the process's last watch had everything
     resumes: int  # streams reopened after UNAVAILABLE or a server-sent CANCELLED
     server_cancelled: int  # of those, CANCELLED
+    cancelled_unopened: int  # ... before the watch's first response
+    cancelled_after_events: int  # ... once it had received events
     cpu: float  # user + system CPU of the process (os.wait4)
     error: str | None
 
@@ -515,7 +517,8 @@ class WatcherProcesses:
                     raise RuntimeError(f"watcher process {i} exited {proc.returncode}: {line[:300]} "
                                        f"{(self.workdir / f'watchers-{i}.err').read_text()[-2000:]}") from None
                 results.append(WatcherResult(data["counts"], data["done_at"], data["resumes"],
-                                             data["server_cancelled"],
+                                             data["server_cancelled"], data["cancelled_unopened"],
+                                             data["cancelled_after_events"],
                                              usage.ru_utime + usage.ru_stime, data["error"]))
         finally:
             self.kill()

@@ -106,6 +106,8 @@ def summarise_fanout(runs: list[dict]) -> dict:
         "master_total_max": most("total"), "binlog_dump_total_max": most("binlog_dump"),
         "resumes": sum(e["resumes"] for e in extra),
         "server_cancelled": sum(e.get("server_cancelled", 0) for e in extra),
+        "cancelled_unopened": sum(e.get("cancelled_unopened", 0) for e in extra),
+        "cancelled_after_events": sum(e.get("cancelled_after_events", 0) for e in extra),
     }
 
 
@@ -253,7 +255,9 @@ def table(summary: dict) -> str:
                   "every watch must receive every event",
                   f"  delivered              {fmt(fan['delivered'])} of {fan['expected']:,} events "
                   f"{'(all)' if ok else '(NOT ALL)'}; streams reopened: {fan['resumes']} (of which "
-                  f"after a CANCELLED the server sent: {fan['server_cancelled']})",
+                  f"after a CANCELLED the server sent: {fan['server_cancelled']}, "
+                  f"{fan['cancelled_unopened']} before the first response, "
+                  f"{fan['cancelled_after_events']} after events), over all repeats",
                   f"  delivery time          {fmt(fan['delivery_seconds'], 1)} s from the load's start "
                   f"until the last watch had everything ({fmt(fan['events_per_s'])} events/s); "
                   f"the load alone {fmt(fan['load_seconds'], 1)} s until the replica held it; "

@@ -334,6 +334,8 @@ def fanout(ctx: Context) -> Run:
         "watches": watches, "records": size.fanout_records, "load_seconds": load_seconds,
         "open_seconds": opened_seconds, "resumes": sum(r.resumes for r in results),
         "server_cancelled": sum(r.server_cancelled for r in results),
+        "cancelled_unopened": sum(r.cancelled_unopened for r in results),
+        "cancelled_after_events": sum(r.cancelled_after_events for r in results),
         "rss_before_mb": server_rss[0][1] if server_rss else None,
         "rss_peak_mb": max((mb for _, mb in server_rss), default=None),
         "rss_end_mb": server_rss[-1][1] if server_rss else None,

@@ -15,8 +15,10 @@ Protocol with the parent (bench/run.py), on stdout, one line each:
 - a JSON object at the end: ``counts`` (events per watch), ``done_at`` (time.monotonic(),
   comparable across processes on Linux, when the last watch had ``--expect`` events),
   ``first_at`` (when the first event arrived), ``responses``, ``resumes`` (streams reopened
-  after UNAVAILABLE, from the last revision received; events resent are not counted twice),
-  ``error`` (a string, or null).
+  after UNAVAILABLE or a CANCELLED the server sent, from the last revision received; events
+  resent are not counted twice), ``server_cancelled`` (how many were CANCELLED;
+  ``cancelled_unopened`` of them before the watch's first response, ``cancelled_after_events``
+  once it had events), ``error`` (a string, or null).
 
 Exits 0 once every watch has exactly ``--expect`` events, 1 on a timeout or an error.
 """
@@ -79,6 +81,9 @@ async def one_watch(stub, prefix: str, expect: int, created: asyncio.Event, stat
             state["resumes"] += 1
             if exc.code() == grpc.StatusCode.CANCELLED:
                 state["server_cancelled"] += 1
+                if revision is None:
+                    state["cancelled_unopened"] += 1
+                state["cancelled_after_events"] += 1 if count else 0
             await asyncio.sleep(0.05)
 
 
@@ -89,7 +94,7 @@ async def run(args) -> int:
                 for _ in range(args.channels)]
     stubs = [kv_pb2_grpc.KeyValueStub(c) for c in channels]
     state = {"counts": [0] * args.watches, "first_at": None, "responses": 0, "resumes": 0,
-             "server_cancelled": 0}
+             "server_cancelled": 0, "cancelled_unopened": 0, "cancelled_after_events": 0}
     created = [asyncio.Event() for _ in range(args.watches)]
     tasks = [asyncio.create_task(one_watch(stubs[i % args.channels], args.prefix, args.expect,
                                            created[i], state, i))
@@ -117,6 +122,8 @@ async def run(args) -> int:
     print(json.dumps({"counts": state["counts"], "done_at": done_at, "first_at": state["first_at"],
                       "responses": state["responses"], "resumes": state["resumes"],
                       "server_cancelled": state["server_cancelled"],
+                      "cancelled_unopened": state["cancelled_unopened"],
+                      "cancelled_after_events": state["cancelled_after_events"],
                       "error": error}), flush=True)
     return 0 if ok else 1
 
