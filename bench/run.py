@@ -16,24 +16,38 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    before the clock starts) vs `python -m kvgrpc.client stream FILE` as a subprocess (clock
    from just before the spawn, so its interpreter start-up counts). Ratio = kvgrpc records/s
    / LOAD DATA records/s of the same repeat; target >= 0.75.
-2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1 thread and from 8 threads
-   that share ONE channel (one KeyValueClient; the health stub has its own shared channel):
-   the floor, grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put
-   (new keys, committed before the reply). Ratio = calls/s / health calls/s in the same
-   setting and repeat; targets Get >= 0.8 (both), Put >= 0.5 (1 thread), >= 0.75 (8 threads).
+2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1, 8 and 32 threads that share
+   ONE channel (one KeyValueClient; the health stub has its own shared channel): the floor,
+   grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put (new keys,
+   committed before the reply). Ratio = calls/s / health calls/s in the same setting and
+   repeat; targets Get >= 0.8 (1 thread), >= 0.6 (8 and 32); Put >= 0.5 (1 thread), >= 0.45
+   (8), >= 0.6 (32).
+   `--processes 1` vs `--processes 2`: the run's server against a second one on the same
+   databases started with `--processes 2` (only while this runs), health Check / Get / Put
+   from 8 and 32 threads on raw stubs over 8 connections spread evenly over the server's
+   processes (SO_REUSEPORT puts each connection on one process; GetStatus says which), the
+   two servers alternating; no target (2 shared cores), both reported with their ratio.
 3. BatchGet of 100 existing keys, 1 and 8 threads on the shared channel: keys/s; target
    >= 50,000 keys/s.
 4. Baseline without kvgrpc: point SELECT of the same rows on the replica with
    mysql-connector (C extension), 1 connection, then 4 threads with a connection each: rows/s.
-5. Watch: (a) the ingest of 1. again with a watcher of every key connected to the server
-   (a KeyValueClient.watch in this process, counting events), and again with a watcher of a
+5. Watch: (a) the ingest of 1. again with watchers of every key open on the server: 1, then
+   10 (INGEST_WATCHERS), in a watcher process (bench/watchers.py: grpc.aio, raw stub, events
+   counted per response, so the client stays light), each of which must receive every
+   record; targets >= 0.75 and >= 0.5 LOAD DATA; and again with an in-process watcher of a
    prefix no record has (the cost of reading and filtering the binlog alone; it wakes once a
-   second to report progress): timed until the replica holds every record, as in 1.; the
-   watcher's own time to receive them all (to pass the last write) is reported apart,
-   and its CPU (this process's rusage) as the "watcher" column; the other processes' CPU
-   is measured until the watcher has received everything. (b) Latency: Puts one after
-   another (full 500, small 50), each awaited by a watcher of its prefix: how long after
-   the Put returned, and after it was sent, the event arrives (median and 99th percentile).
+   second to report progress). Timed until the replica holds every record, as in 1.; the
+   watchers' own time to receive them all is reported apart, and their CPU as the "watcher"
+   column; the other processes' CPU is measured until the watchers have everything.
+   (b) Latency: Puts one after another (full 500, small 50), each awaited by a watcher of
+   its prefix: how long after the Put returned, and after it was sent, the event arrives
+   (median and 99th percentile). (c) Fan-out: full 2,000 watches of every key (8 watcher
+   processes x 250, each over 4 connections; small 2 x 20), then a load of 100,000 records
+   (small 2,000) through `kvgrpc.client stream`: every watch must count every event; delivery
+   time from just before the load's spawn until the last watch has everything; the server's
+   RSS (before, peak, end); its master connections (information_schema.PROCESSLIST, user
+   kvgrpc, traced to the server's sockets through /proc; 'Binlog Dump' threads apart) before
+   and at most during the run.
 6. Memory: `kvgrpc.client stream` of a large CSV (full 10,000,000 records, small 200,000)
    while the client's and the server's RSS is sampled from /proc/PID/statm every 0.2 s.
    Reported: start (the sample at 10% of the run, after start-up), peak and end (last
@@ -48,7 +62,8 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    (BatchGet), per row (SELECT).
 
 Output: a plain-text table on stdout; bench-SIZE.json and bench-SIZE.png in --out
-(default bench/out/).
+(default bench/out/). `--only GROUP,...` runs some groups only (ingest, latency, unary,
+processes, select, fanout, memory). The soak is a separate script: bench/soak.py.
 """
 
 from __future__ import annotations
