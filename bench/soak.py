@@ -45,24 +45,24 @@ if importlib.util.find_spec("grpc") is None and _VENV_PYTHON.exists() \
     os.execv(str(_VENV_PYTHON), [str(_VENV_PYTHON), *sys.argv])
 
 # mysql-connector-python's C extension must load before ssl/hashlib (DEVELOPERS.md).
-import _mysql_connector  # noqa: F401,E402  isort: skip
+import _mysql_connector  # noqa: F401  isort: skip
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import argparse
+import collections
+import contextlib
+import json
+import random
+import signal
+import statistics
+import tempfile
+import threading
+import time
 
-import grpc  # noqa: E402
+import grpc
 
-import harness  # noqa: E402
-from kvgrpc import kv_pb2, kv_pb2_grpc  # noqa: E402
-from kvgrpc.client import KeyValueClient  # noqa: E402
+import harness
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.client import KeyValueClient
 
 TABLE = "soak_kv"
 UNARY_THREADS = 2
