@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import random
 import resource
@@ -44,6 +45,64 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/PID/task/TID/children), e.g. the processes a
+    ``--processes N`` server forks; [] once it has exited."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(current)
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (a forking server's children)."""
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(p)
+    return total
+
+
+def thread_count(pid: int) -> int | None:
+    """The Threads line of /proc/PID/status; None once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def tcp_local_ports(pids: list[int]) -> set[int]:
+    """The local TCP ports of every socket the processes hold (their /proc/PID/fd links
+    matched to /proc/net/tcp{,6} by inode): how a database connection is traced to them."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def own_cpu_seconds() -> float:
     """User + system CPU of this process, every thread (gRPC's C-core threads included)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -62,8 +121,9 @@ def rss_mb(pid: int) -> float | None:
 class CpuMeter:
     """CPU seconds of the named processes between ``start()`` and ``stop()``.
 
-    ``pids`` maps a process name to its PID (read from /proc/PID/stat); the name "client"
-    without a PID means this very process (getrusage), for clients that run in-process.
+    ``pids`` maps a process name to its PID (read from /proc/PID/stat, with its live
+    descendants: a ``--processes N`` server's children); the name "client" without a PID
+    means this very process (getrusage), for clients that run in-process.
     """
 
     def __init__(self, pids: dict[str, int | None]) -> None:
@@ -71,7 +131,7 @@ class CpuMeter:
         self._start: dict[str, float] = {}
 
     def _read(self) -> dict[str, float]:
-        return {name: own_cpu_seconds() if pid is None else cpu_seconds(pid)
+        return {name: own_cpu_seconds() if pid is None else tree_cpu_seconds(pid)
                 for name, pid in self.pids.items()}
 
     def start(self) -> None:
@@ -248,6 +308,33 @@ class Sandbox:
     def version(self) -> str:
         return self.query("master", "SELECT VERSION()")[0][0]
 
+    def connections(self, role: str, ports: set[int] | None = None) -> dict[str, int]:
+        """The application account's connections to ``role``: see :func:`connection_census`
+        (on this object's own query connection, which is not counted)."""
+        if role not in self._cnx:
+            self._cnx[role] = self.connect(role)
+        return connection_census(self._cnx[role], ports)
+
+
+def connection_census(cnx, ports: set[int] | None = None, user: str = "kvgrpc") -> dict[str, int]:
+    """``user``'s connections to the database of ``cnx`` (information_schema.PROCESSLIST),
+    ``cnx`` itself excluded: ``total``; ``binlog_dump`` (COMMAND 'Binlog Dump...': a change
+    feed); and, given ``ports`` (a process's local TCP ports, :func:`tcp_local_ports`),
+    ``held`` / ``held_binlog_dump``: those whose client port is one of them."""
+    cur = cnx.cursor()
+    cur.execute("SELECT HOST, COMMAND FROM information_schema.PROCESSLIST "
+                "WHERE USER = %s AND ID <> CONNECTION_ID()", (user,))
+    rows = [(str(h), str(c)) for h, c in cur.fetchall()]
+    cur.close()
+
+    def port(host: str) -> int | None:
+        tail = host.rsplit(":", 1)[-1]
+        return int(tail) if ":" in host and tail.isdigit() else None
+
+    held = [r for r in rows if ports is not None and port(r[0]) in ports]
+    return {"total": len(rows), "binlog_dump": sum(1 for r in rows if r[1].startswith("Binlog Dump")),
+            "held": len(held), "held_binlog_dump": sum(1 for r in held if r[1].startswith("Binlog Dump"))}
+
 
 # --------------------------------------------------------------------------------------
 # The kvgrpc server and CLI clients
@@ -266,7 +353,7 @@ class KvServer:
     password goes in KVGRPC_MYSQL_PASSWORD, not on the command line (where ps shows it)."""
 
     def __init__(self, port: int, master_url: str, replica_url: str, table: str,
-                 log_path: Path) -> None:
+                 log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port
         self.target = f"127.0.0.1:{port}"
         self.log_path = log_path
@@ -274,12 +361,17 @@ class KvServer:
         self.env = dict(os.environ, KVGRPC_MYSQL_PASSWORD=password)
         self.command = [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1",
                         "--port", str(port), "--master", master, "--replica", replica,
-                        "--table", table, "--shutdown-grace", "2", "--log-level", "INFO"]
+                        "--table", table, "--shutdown-grace", "2", "--log-level", "INFO",
+                        *extra_args]
         self.proc: subprocess.Popen | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def pids(self) -> list[int]:
+        """The server's processes: itself, and the children ``--processes N`` forks."""
+        return tree_pids(self.proc.pid)
 
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "wb") as log:
@@ -363,3 +455,93 @@ def run_client(target: str, args: list[str], workdir: Path, on_start=None,
                            f"{err.read_text(errors='replace')[-3000:]}")
     lines = out.read_text().strip().splitlines()
     return ClientRun(seconds, usage.ru_utime + usage.ru_stime, lines[-1] if lines else "")
+
+
+# --------------------------------------------------------------------------------------
+# Watcher processes (bench/watchers.py)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WatcherResult:
+    counts: list[int]  # events received per watch
+    done_at: float  # time.monotonic() when the process's last watch had everything
+    resumes: int  # streams reopened after UNAVAILABLE or a server-sent CANCELLED
+    server_cancelled: int  # of those, CANCELLED
+    cancelled_unopened: int  # ... before the watch's first response
+    cancelled_after_events: int  # ... once it had received events
+    cpu: float  # user + system CPU of the process (os.wait4)
+    error: str | None
+
+
+class WatcherProcesses:
+    """``processes`` x ``python bench/watchers.py`` (``watches`` each over ``channels``
+    connections): ``start()`` returns once every watch is open; ``wait()`` once all have
+    ``expect`` events, or raises."""
+
+    def __init__(self, target: str, processes: int, watches: int, channels: int, expect: int,
+                 workdir: Path, prefix: str = "", timeout: float = 1800.0) -> None:
+        self.command = [sys.executable, str(REPO / "bench" / "watchers.py"), "--target", target,
+                        "--watches", str(watches), "--channels", str(channels),
+                        "--expect", str(expect), "--prefix", prefix, "--timeout", str(timeout)]
+        self.count, self.expect, self.watches = processes, expect, watches
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def start(self, timeout: float = 120.0) -> None:
+        for i in range(self.count):
+            err = open(self.workdir / f"watchers-{i}.err", "wb")
+            self.procs.append(subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=err,
+                                               text=True, start_new_session=True))
+            err.close()
+        deadline = time.monotonic() + timeout
+        for i, proc in enumerate(self.procs):
+            line = ""
+            # readline blocks; a watcher process prints "ready" or its result and exits.
+            while time.monotonic() < deadline and not line:
+                line = proc.stdout.readline().strip()
+                if not line and proc.poll() is not None:
+                    break
+            if line != "ready":
+                self.kill()
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    line = f"error {json.loads(line)['error']}"
+                raise RuntimeError(f"watcher process {i} did not get ready: {line[:500]} "
+                                   f"{(self.workdir / f'watchers-{i}.err').read_text()[-2000:]}")
+
+    def wait(self) -> list[WatcherResult]:
+        results = []
+        try:
+            for i, proc in enumerate(self.procs):
+                line = proc.stdout.readline()
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    raise RuntimeError(f"watcher process {i} exited {proc.returncode}: {line[:300]} "
+                                       f"{(self.workdir / f'watchers-{i}.err').read_text()[-2000:]}") from None
+                results.append(WatcherResult(data["counts"], data["done_at"], data["resumes"],
+                                             data["server_cancelled"], data["cancelled_unopened"],
+                                             data["cancelled_after_events"],
+                                             usage.ru_utime + usage.ru_stime, data["error"]))
+        finally:
+            self.kill()
+        bad = [(i, r.error, sum(1 for n in r.counts if n != self.expect))
+               for i, r in enumerate(results) if r.error or any(n != self.expect for n in r.counts)]
+        if bad:
+            raise RuntimeError(f"watchers did not receive {self.expect:,} events each: "
+                               + "; ".join(f"process {i}: {n} watches short ({e})" for i, e, n in bad))
+        return results
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

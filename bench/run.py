@@ -18,24 +18,38 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    / LOAD DATA records/s of the same repeat; target >= 0.75. The same again as a named
    load (bench/named_load.py: the client library's stream_put with a load_id, its
    progress recorded in every batch's transaction), against the same target.
-2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1 thread and from 8 threads
-   that share ONE channel (one KeyValueClient; the health stub has its own shared channel):
-   the floor, grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put
-   (new keys, committed before the reply). Ratio = calls/s / health calls/s in the same
-   setting and repeat; targets Get >= 0.8 (both), Put >= 0.5 (1 thread), >= 0.75 (8 threads).
+2. Unary calls for a fixed time (full 5 s, small 0.5 s) from 1, 8 and 32 threads that share
+   ONE channel (one KeyValueClient; the health stub has its own shared channel): the floor,
+   grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put (new keys,
+   committed before the reply). Ratio = calls/s / health calls/s in the same setting and
+   repeat; targets Get >= 0.8 (1 thread), >= 0.6 (8 and 32); Put >= 0.5 (1 thread), >= 0.45
+   (8), >= 0.6 (32).
+   `--processes 1` vs `--processes 2`: the run's server against a second one on the same
+   databases started with `--processes 2` (only while this runs), health Check / Get / Put
+   from 8 and 32 threads on raw stubs over 8 connections spread evenly over the server's
+   processes (SO_REUSEPORT puts each connection on one process; GetStatus says which), the
+   two servers alternating; no target (2 shared cores), both reported with their ratio.
 3. BatchGet of 100 existing keys, 1 and 8 threads on the shared channel: keys/s; target
    >= 50,000 keys/s.
 4. Baseline without kvgrpc: point SELECT of the same rows on the replica with
    mysql-connector (C extension), 1 connection, then 4 threads with a connection each: rows/s.
-5. Watch: (a) the ingest of 1. again with a watcher of every key connected to the server
-   (a KeyValueClient.watch in this process, counting events), and again with a watcher of a
+5. Watch: (a) the ingest of 1. again with watchers of every key open on the server: 1, then
+   10 (INGEST_WATCHERS), in a watcher process (bench/watchers.py: grpc.aio, raw stub, events
+   counted per response, so the client stays light), each of which must receive every
+   record; targets >= 0.75 and >= 0.5 LOAD DATA; and again with an in-process watcher of a
    prefix no record has (the cost of reading and filtering the binlog alone; it wakes once a
-   second to report progress): timed until the replica holds every record, as in 1.; the
-   watcher's own time to receive them all (to pass the last write) is reported apart,
-   and its CPU (this process's rusage) as the "watcher" column; the other processes' CPU
-   is measured until the watcher has received everything. (b) Latency: Puts one after
-   another (full 500, small 50), each awaited by a watcher of its prefix: how long after
-   the Put returned, and after it was sent, the event arrives (median and 99th percentile).
+   second to report progress). Timed until the replica holds every record, as in 1.; the
+   watchers' own time to receive them all is reported apart, and their CPU as the "watcher"
+   column; the other processes' CPU is measured until the watchers have everything.
+   (b) Latency: Puts one after another (full 500, small 50), each awaited by a watcher of
+   its prefix: how long after the Put returned, and after it was sent, the event arrives
+   (median and 99th percentile). (c) Fan-out: full 2,000 watches of every key (8 watcher
+   processes x 250, each over 4 connections; small 2 x 20), then a load of 100,000 records
+   (small 2,000) through `kvgrpc.client stream`: every watch must count every event; delivery
+   time from just before the load's spawn until the last watch has everything; the server's
+   RSS (before, peak, end); its master connections (information_schema.PROCESSLIST, user
+   kvgrpc, traced to the server's sockets through /proc; 'Binlog Dump' threads apart) before
+   and at most during the run.
 6. Memory: `kvgrpc.client stream` of a large CSV (full 10,000,000 records, small 200,000)
    while the client's and the server's RSS is sampled from /proc/PID/statm every 0.2 s.
    Reported: start (the sample at 10% of the run, after start-up), peak and end (last
@@ -50,7 +64,8 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    (BatchGet), per row (SELECT).
 
 Output: a plain-text table on stdout; bench-SIZE.json and bench-SIZE.png in --out
-(default bench/out/).
+(default bench/out/). `--only GROUP,...` runs some groups only (ingest, latency, unary,
+processes, select, fanout, memory). The soak is a separate script: bench/soak.py.
 """
 
 from __future__ import annotations
@@ -83,6 +98,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import harness
 import report
+from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.client import KeyValueClient
 
 KV_TABLE = "bench_kv"  # the server's table
@@ -100,13 +116,23 @@ class Size:
     seconds: float  # each unary / SELECT measurement
     repeat: int  # default --repeat
     latency_samples: int  # Puts awaited by a watcher
+    fanout_records: int  # the fan-out load
+    fanout_processes: int  # watcher processes of the fan-out run ...
+    fanout_watches: int  # ... each with this many watches of every key ...
+    fanout_channels: int  # ... over this many connections
 
 
 SIZES = {
-    "small": Size(records=20_000, memory_records=200_000, seconds=0.5, repeat=1, latency_samples=50),
+    "small": Size(records=20_000, memory_records=200_000, seconds=0.5, repeat=1, latency_samples=50,
+                  fanout_records=2_000, fanout_processes=2, fanout_watches=20, fanout_channels=2),
     "full": Size(records=1_000_000, memory_records=10_000_000, seconds=5.0, repeat=3,
-                 latency_samples=500),
+                 latency_samples=500, fanout_records=100_000, fanout_processes=8,
+                 fanout_watches=250, fanout_channels=4),
 }
+CONCURRENCY = (1, 8, 32)  # callers of the unary benchmarks (threads sharing one channel)
+PROCESS_CONCURRENCY = (8, 32)  # callers of the --processes 1 vs 2 comparison
+PROCESS_CHANNELS = 8  # its connections, spread evenly over the server processes
+INGEST_WATCHERS = 10  # the second watched ingest: this many watchers of every key
 
 
 @dataclass
@@ -130,8 +156,9 @@ class Context:
     server: harness.KvServer
     ingest_csv: Path
     memory_csv: Path
+    fanout_csv: Path
+    second_port: int  # the --processes 2 server's
     results: dict[str, list[Run]] = field(default_factory=dict)
-    only: str = "all"  # "ingest": the ingest benchmarks of 1. alone
 
     def record(self, name: str, run: Run) -> None:
         self.results.setdefault(name, []).append(run)
@@ -250,6 +277,105 @@ def ingest_stream_watched(ctx: Context, kv: KeyValueClient, prefix: str = "") ->
     check_rows(ctx, KV_TABLE, ctx.size.records)
     return Run(ctx.size.records, seconds, cpu, extra={"watcher_seconds": watcher_seconds,
                                               "client_summary": client.summary})
+
+
+def ingest_stream_watchers(ctx: Context, watches: int) -> Run:
+    """`ingest_stream` with ``watches`` watchers of every key open meanwhile, in one watcher
+    process (bench/watchers.py: raw stub, events counted per response), each of which must
+    receive every record. Timed until the replica holds every record, as `ingest_stream`;
+    the watchers' own time to have everything is reported apart ("watcher_seconds"), their
+    CPU as the "watcher" column; the other processes' CPU runs until they have it all."""
+    ctx.sandbox.empty_table(KV_TABLE)
+    watchers = harness.WatcherProcesses(ctx.server.target, 1, watches, min(watches, 2),
+                                        ctx.size.records, ctx.workdir)
+    watchers.start()
+    try:
+        meter = ctx.meter(in_process_client=False)
+        meter.start()
+        started, started_mono = time.perf_counter(), time.monotonic()
+        client = harness.run_client(ctx.server.target, ["stream", str(ctx.ingest_csv)], ctx.workdir)
+        ctx.sandbox.wait_replica()
+        seconds = time.perf_counter() - started
+        results = watchers.wait()
+    finally:
+        watchers.kill()
+    cpu = {**meter.stop(), "client": client.cpu, "watcher": sum(r.cpu for r in results)}
+    check_rows(ctx, KV_TABLE, ctx.size.records)
+    return Run(ctx.size.records, seconds, cpu, extra={
+        "watches": watches, "watcher_seconds": max(r.done_at for r in results) - started_mono,
+        "resumes": sum(r.resumes for r in results),
+        "server_cancelled": sum(r.server_cancelled for r in results), "client_summary": client.summary})
+
+
+def fanout(ctx: Context) -> Run:
+    """Many watches of every key on one server (``fanout_processes`` watcher processes x
+    ``fanout_watches``, over ``fanout_channels`` connections each), then a load of
+    ``fanout_records`` through `kvgrpc.client stream`. Items = events delivered (each watch
+    must count every record); seconds = from just before the load's spawn until the last
+    watch has everything. Meanwhile the server's RSS is sampled (0.2 s) and its master
+    connections counted (information_schema.PROCESSLIST, user kvgrpc, traced to the
+    server's sockets; every 0.5 s)."""
+    size = ctx.size
+    ctx.sandbox.empty_table(KV_TABLE)
+    server_ports = lambda: harness.tcp_local_ports(ctx.server.pids())  # noqa: E731
+    before = ctx.sandbox.connections("master", server_ports())
+    watchers = harness.WatcherProcesses(ctx.server.target, size.fanout_processes,
+                                        size.fanout_watches, size.fanout_channels,
+                                        size.fanout_records, ctx.workdir)
+    census: list[dict[str, int]] = []
+    stop = threading.Event()
+
+    def count_connections() -> None:
+        cnx = ctx.sandbox.connect("master")
+        try:
+            while True:
+                census.append(harness.connection_census(cnx, server_ports()))
+                if stop.wait(0.5):
+                    return
+        finally:
+            cnx.close()
+
+    counter = threading.Thread(target=count_connections, name="connection-census", daemon=True)
+    try:
+        with harness.RssSampler({"server": ctx.server.pid}) as rss:
+            opening = time.perf_counter()
+            watchers.start(timeout=300)
+            opened_seconds = time.perf_counter() - opening
+            counter.start()
+            meter = ctx.meter(in_process_client=False)
+            meter.start()
+            started, started_mono = time.perf_counter(), time.monotonic()
+            client = harness.run_client(ctx.server.target, ["stream", str(ctx.fanout_csv)],
+                                        ctx.workdir)
+            ctx.sandbox.wait_replica()
+            load_seconds = time.perf_counter() - started
+            results = watchers.wait()
+            cpu = {**meter.stop(), "client": client.cpu, "watcher": sum(r.cpu for r in results)}
+    finally:
+        stop.set()
+        watchers.kill()
+        if counter.is_alive():
+            counter.join()
+    check_rows(ctx, KV_TABLE, size.fanout_records)
+    watches = size.fanout_processes * size.fanout_watches
+    delivered = sum(sum(r.counts) for r in results)
+    if delivered != watches * size.fanout_records:
+        raise RuntimeError(f"fan-out delivered {delivered:,} events, expected "
+                           f"{watches * size.fanout_records:,}")
+    seconds = max(r.done_at for r in results) - started_mono
+    server_rss = rss.samples["server"]
+    return Run(delivered, seconds, cpu, extra={
+        "watches": watches, "records": size.fanout_records, "load_seconds": load_seconds,
+        "open_seconds": opened_seconds, "resumes": sum(r.resumes for r in results),
+        "server_cancelled": sum(r.server_cancelled for r in results),
+        "cancelled_unopened": sum(r.cancelled_unopened for r in results),
+        "cancelled_after_events": sum(r.cancelled_after_events for r in results),
+        "rss_before_mb": server_rss[0][1] if server_rss else None,
+        "rss_peak_mb": max((mb for _, mb in server_rss), default=None),
+        "rss_end_mb": server_rss[-1][1] if server_rss else None,
+        "master_connections_before": before, "census_samples": len(census),
+        "master_connections_max": {k: max(c[k] for c in census) for k in census[0]} if census else {},
+    })
 
 
 def watch_latency(ctx: Context, kv: KeyValueClient, repeat_index: int) -> Run:
@@ -429,15 +555,93 @@ def select_op(sandbox: harness.Sandbox, records: int, opened: list) -> Operation
 
 def unary_suite(ctx: Context, kv: KeyValueClient, health: health_pb2_grpc.HealthStub,
                 repeat_index: int) -> None:
-    """Health (the floor), Get, Put and BatchGet, 1 thread then 8, back to back."""
+    """Health (the floor), Get, Put at 1, 8 and 32 callers, BatchGet at 1 and 8; back to back."""
     records, seconds = ctx.size.records, ctx.size.seconds
-    for threads in (1, THREADS):
+    for threads in CONCURRENCY:
         ops = [("health Check", health_op(health), 1), ("Get", get_op(kv, records), 1),
-               ("Put", put_op(kv, repeat_index), 1),
-               (f"BatchGet({BATCH_KEYS})", batch_get_op(kv, records), BATCH_KEYS)]
+               ("Put", put_op(kv, repeat_index), 1)]
+        if threads <= THREADS:
+            ops.append((f"BatchGet({BATCH_KEYS})", batch_get_op(kv, records), BATCH_KEYS))
         for name, op, expect in ops:
             run = run_for(op, threads, seconds, ctx.meter(in_process_client=True), expect)
             ctx.record(f"{name} x{threads}", run)
+
+
+def balanced_channels(target: str, count: int, processes: int) -> list[grpc.Channel]:
+    """``count`` channels, each its own connection, spread evenly over the ``processes``
+    server processes behind ``target`` (SO_REUSEPORT hashes each connection to one of them:
+    GetStatus says which answered; connections that would unbalance them are closed)."""
+    per_process = count // processes
+    kept: dict[int, list[grpc.Channel]] = {}
+    for _ in range(count * 20):
+        channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        pid = kv_pb2_grpc.KeyValueStub(channel).GetStatus(kv_pb2.GetStatusRequest(),
+                                                          timeout=30).server.process_id
+        if len(kept.setdefault(pid, [])) < per_process:
+            kept[pid].append(channel)
+        else:
+            channel.close()
+        if len(kept) == processes and all(len(c) == per_process for c in kept.values()):
+            return [c for cs in zip(*kept.values()) for c in cs]
+    for cs in kept.values():
+        for c in cs:
+            c.close()
+    raise RuntimeError(f"could not spread {count} connections over {processes} server processes "
+                       f"(got {[len(c) for c in kept.values()]})")
+
+
+def raw_ops(channels: list[grpc.Channel], records: int, tag: str) -> list[tuple[str, Operation]]:
+    """Health Check, Get and Put on raw stubs; thread i uses channel i % len(channels)."""
+    value = os.urandom(75).hex()[:100].encode()
+
+    def health(index: int) -> Callable[[], int]:
+        stub = health_pb2_grpc.HealthStub(channels[index % len(channels)])
+        request = health_pb2.HealthCheckRequest(service="")
+        return lambda: (stub.Check(request, timeout=30), 1)[1]
+
+    def get(index: int) -> Callable[[], int]:
+        stub = kv_pb2_grpc.KeyValueStub(channels[index % len(channels)])
+        keys = itertools.cycle(random_keys(records, 5000, seed=index))
+        return lambda: (stub.Get(kv_pb2.GetRequest(key=next(keys)), timeout=30), 1)[1]
+
+    def put(index: int) -> Callable[[], int]:
+        stub = kv_pb2_grpc.KeyValueStub(channels[index % len(channels)])
+        numbers = itertools.count()
+        return lambda: (stub.Put(kv_pb2.PutRequest(key=f"{tag}{index:02d}{next(numbers):09d}",
+                                                   value=value), timeout=30), 1)[1]
+
+    return [("health Check", health), ("Get", get), ("Put", put)]
+
+
+def processes_suite(ctx: Context, repeat_index: int) -> None:
+    """The server of the run (--processes 1) against a second one on the same databases
+    started with --processes 2, both reached over PROCESS_CHANNELS connections (spread
+    evenly over the processes), health Check / Get / Put at PROCESS_CONCURRENCY callers,
+    alternating between the two servers. The second server runs only meanwhile."""
+    second = harness.KvServer(ctx.second_port, ctx.sandbox.url("master"), ctx.sandbox.url("replica"),
+                              KV_TABLE, ctx.workdir / "server-2p.log", ("--processes", "2"))
+    second.start()
+    channels: dict[int, list[grpc.Channel]] = {}
+    try:
+        wait_for(lambda: len(second.pids()) >= 3, "the --processes 2 server's children")
+        channels[1] = balanced_channels(ctx.server.target, PROCESS_CHANNELS, 1)
+        channels[2] = balanced_channels(second.target, PROCESS_CHANNELS, 2)
+        servers = {1: ctx.server, 2: second}
+        for threads in PROCESS_CONCURRENCY:
+            for processes in (1, 2):
+                tag = f"q{repeat_index}{processes}{threads:02d}"[:5]
+                for name, op in raw_ops(channels[processes], ctx.size.records, tag):
+                    meter = harness.CpuMeter({"client": None, "server": servers[processes].pid,
+                                              "master": ctx.sandbox.pid("master"),
+                                              "replica": ctx.sandbox.pid("replica")})
+                    run = run_for(op, threads, ctx.size.seconds, meter)
+                    ctx.record(f"{processes} process{'es' if processes > 1 else ''}: "
+                               f"{name} x{threads}", run)
+    finally:
+        for cs in channels.values():
+            for c in cs:
+                c.close()
+        second.stop()
 
 
 def select_suite(ctx: Context) -> None:
@@ -483,27 +687,47 @@ def memory_stream(ctx: Context) -> Run:
 # --------------------------------------------------------------------------------------
 
 
-def run_benchmarks(ctx: Context) -> None:
+GROUPS = ("ingest", "latency", "unary", "processes", "select", "fanout", "memory")
+
+
+def run_benchmarks(ctx: Context, only: set[str]) -> None:
+    """Every benchmark of the groups in ``only``, each repeat in turn; the memory runs last.
+    (Get and BatchGet read the rows the ingest group wrote: without it, it is run once,
+    untimed, to write them.)"""
     target = ctx.server.target
     with KeyValueClient(target) as kv, grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", -1)]) as health_channel:
         health = health_pb2_grpc.HealthStub(health_channel)
         for i in range(ctx.repeat):
             print(f"repeat {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
-            ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
-            ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
-            ctx.record("ingest kvgrpc stream, named load", ingest_stream_named(ctx))
-            if ctx.only == "ingest":
-                continue
-            ctx.record("ingest kvgrpc stream + watcher", ingest_stream_watched(ctx, kv))
-            ctx.record("ingest kvgrpc stream + idle watcher",
-                       ingest_stream_watched(ctx, kv, prefix="no-such-prefix/"))
-            ctx.record("watch latency", watch_latency(ctx, kv, i))
-            unary_suite(ctx, kv, health, i)
-            select_suite(ctx)
-        for i in range(ctx.repeat if ctx.only == "all" else 0):
+            if "ingest" in only:
+                ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
+                ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
+                ctx.record("ingest kvgrpc stream, named load", ingest_stream_named(ctx))
+                ctx.record("ingest kvgrpc stream + watcher", ingest_stream_watchers(ctx, 1))
+                ctx.record(f"ingest kvgrpc stream + {INGEST_WATCHERS} watchers",
+                           ingest_stream_watchers(ctx, INGEST_WATCHERS))
+                ctx.record("ingest kvgrpc stream + idle watcher",
+                           ingest_stream_watched(ctx, kv, prefix="no-such-prefix/"))
+            elif only & {"unary", "processes", "select"}:
+                ingest_stream(ctx)  # the rows Get, BatchGet and SELECT read
+            if "latency" in only:
+                ctx.record("watch latency", watch_latency(ctx, kv, i))
+            if "unary" in only:
+                unary_suite(ctx, kv, health, i)
+            if "processes" in only:
+                processes_suite(ctx, i)
+            if "select" in only:
+                select_suite(ctx)
+            if "fanout" in only:
+                ctx.record("fanout watch", fanout(ctx))
+        for i in range(ctx.repeat if "memory" in only else 0):
             print(f"memory run {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
             ctx.record("memory stream", memory_stream(ctx))
+
+
+def size_watches(size: Size) -> int:
+    return size.fanout_processes * size.fanout_watches
 
 
 def environment(ctx: Context) -> dict:
@@ -519,8 +743,14 @@ def environment(ctx: Context) -> dict:
                         f"({connection_class})",
         "server_driver": ctx.server.driver(),
         "server_command": " ".join(ctx.server.command[1:]),
-        "unary_channel": f"one shared channel for all {THREADS} threads (one KeyValueClient; "
-                         "health: one shared grpc channel)",
+        "unary_channel": f"one shared channel for all {'/'.join(map(str, CONCURRENCY))} threads "
+                         "(one KeyValueClient; health: one shared grpc channel)",
+        "processes_channels": f"{PROCESS_CHANNELS} connections spread evenly over the server's "
+                              "processes, raw stubs, thread i on connection i % "
+                              f"{PROCESS_CHANNELS}",
+        "fanout": f"{size_watches(ctx.size)} watches of every key in {ctx.size.fanout_processes} "
+                  f"processes ({ctx.size.fanout_watches} each over {ctx.size.fanout_channels} "
+                  f"connections), {ctx.size.fanout_records:,}-record load",
         "select_connections": f"one connection per thread ({SELECT_THREADS} threads)",
         "put_durability": "sandbox: innodb_flush_log_at_trx_commit=1, sync_binlog=1, "
                           "semi-synchronous replication on (server without --require-semi-sync)",
@@ -530,12 +760,14 @@ def environment(ctx: Context) -> dict:
 def start_and_run(args, size: Size, workdir: Path) -> dict:
     """Data, sandbox, server; the benchmarks; everything stopped again whatever happens."""
     ingest_csv, memory_csv = workdir / "ingest.csv", workdir / "memory.csv"
-    memory_records = size.memory_records if args.only == "all" else 0
-    print(f"writing {size.records:,} + {memory_records:,} records of CSV", file=sys.stderr)
+    fanout_csv = workdir / "fanout.csv"
+    print(f"writing {size.records:,} + {size.memory_records:,} + {size.fanout_records:,} "
+          "records of CSV", file=sys.stderr)
     harness.write_csv(ingest_csv, size.records, seed=1)
-    if memory_records:
+    if "memory" in args.only.split(","):
         harness.write_csv(memory_csv, size.memory_records, seed=2)
-    port = harness.free_ports(3)  # master, replica, kvgrpc server
+    harness.write_csv(fanout_csv, size.fanout_records, seed=3)
+    port = harness.free_ports(4)  # master, replica, kvgrpc server, the --processes 2 server
     sandbox = harness.Sandbox(workdir / "sandbox", port)
     server: harness.KvServer | None = None
     try:
@@ -545,9 +777,9 @@ def start_and_run(args, size: Size, workdir: Path) -> dict:
                                   KV_TABLE, workdir / "server.log")
         server.start()
         ctx = Context(args.size, size, args.repeat, workdir, sandbox, server, ingest_csv, memory_csv,
-                      only=args.only)
+                      fanout_csv, port + 3)
         started = time.perf_counter()
-        run_benchmarks(ctx)
+        run_benchmarks(ctx, set(args.only.split(",")))
         env = environment(ctx) | {"benchmark_seconds": round(time.perf_counter() - started, 1)}
         return {"environment": env,
                 "runs": {name: [asdict(r) for r in runs] for name, runs in ctx.results.items()}}
@@ -566,10 +798,12 @@ def main() -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--repeat", type=int, default=None,
                    help="repeats of each benchmark (default: 3 full, 1 small)")
-    p.add_argument("--only", choices=["all", "ingest"], default="all",
-                   help="ingest: run only the ingest benchmarks of 1. (LOAD DATA, stream, named load)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    p.add_argument("--only", default=",".join(GROUPS), metavar="GROUP,...",
+                   help=f"run only these groups of benchmarks: {', '.join(GROUPS)} (default: all)")
     args = p.parse_args()
+    if unknown := set(args.only.split(",")) - set(GROUPS):
+        p.error(f"unknown --only group(s): {', '.join(sorted(unknown))}")
     size = SIZES[args.size]
     args.repeat = size.repeat if args.repeat is None else args.repeat
     if args.repeat < 1:
