@@ -20,8 +20,10 @@ from kvgrpc import kv_pb2
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
+    Cancelled,
     Internal,
     KvError,
+    Unavailable,
     error_class,
 )
 from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
@@ -360,6 +362,15 @@ class WatchEvent(NamedTuple):
 
 #: The longest pause between two attempts to reopen a broken watch, in seconds.
 WATCH_RETRY_MAX_SECONDS = 2.0
+
+
+def watch_resumable(error: KvError) -> bool:
+    """Whether a Watch that ended with ``error`` (and that its caller did not cancel) is
+    reopened from its revision: UNAVAILABLE (a server stopping, a feed broken, a watch
+    fallen behind), and a CANCELLED the client did not ask for (grpc's server has been
+    seen to end a few of thousands of watches opened at once that way, before their first
+    response; the cause is not found yet)."""
+    return isinstance(error, (Unavailable, Cancelled))
 
 
 def watch_retry_delay(failures: int) -> float:

@@ -376,7 +376,7 @@ class Watch:
                 if self._cancelled.is_set():
                     return
                 error: KvError = _calls.error_from(exc) if isinstance(exc, grpc.RpcError) else exc
-                if not (self._resume and isinstance(error, Unavailable)):
+                if not (self._resume and _calls.watch_resumable(error)):
                     raise error from None
                 failures += 1
                 with contextlib.suppress(TimeoutError):

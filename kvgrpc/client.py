@@ -459,7 +459,7 @@ class Watch:
                 if self._cancelled.is_set():
                     return
                 error = _error_from(exc) if isinstance(exc, grpc.RpcError) else exc
-                if not (self._resume and isinstance(error, Unavailable)):
+                if not (self._resume and _calls.watch_resumable(error)):
                     raise error from None
                 failures += 1
                 self._cancelled.wait(_calls.watch_retry_delay(failures))

@@ -97,7 +97,7 @@ class ServerConfig:
     max_streams_per_connection: int = 1024  # HTTP/2 concurrent streams per connection
     request_timeout: float = 10.0  # a request message must arrive in full within this
     stream_idle_timeout: float = 60.0  # a StreamPut silent this long is ended
-    watch_buffer_bytes: int = 64 << 20  # the change hub's ring
+    watch_buffer_bytes: int = 32 << 20  # the change hub's ring (its memory, measured per change)
     max_catchup_watches: int = 4  # watches reading history at once (2 master connections each)
     shutdown_grace: float = 30.0
     load_retention: float = DEFAULT_LOAD_RETENTION  # seconds a load's progress is kept
@@ -855,9 +855,9 @@ def _arg_parser() -> argparse.ArgumentParser:
                    help="seconds a request message may take to arrive in full (default: 10)")
     p.add_argument("--stream-idle-timeout", type=float, default=60.0,
                    help="seconds a StreamPut may go without a message (default: 60)")
-    p.add_argument("--watch-buffer-bytes", type=int, default=64 << 20,
+    p.add_argument("--watch-buffer-bytes", type=int, default=32 << 20,
                    help="bytes of recent changes the change hub keeps for its watchers; a "
-                   "watcher that falls further behind is ended and resumes (default: 64 MiB)")
+                   "watcher that falls further behind is ended and resumes (default: 32 MiB)")
     p.add_argument("--max-catchup-watches", type=int, default=4,
                    help="watches reading history older than the buffer at once (default: 4)")
     p.add_argument("--shutdown-grace", type=float, default=30.0,
