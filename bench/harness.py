@@ -494,7 +494,7 @@ class WatcherProcesses:
 
     def start(self, timeout: float = 120.0) -> None:
         for i in range(self.count):
-            err = open(self.workdir / f"watchers-{i}.err", "wb")
+            err = open(self.workdir / f"watchers-{i}.err", "wb")  # noqa: SIM115 - the child's stderr
             self.procs.append(subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=err,
                                                text=True, start_new_session=True))
             err.close()

@@ -178,7 +178,9 @@ class ReadRouter:
     def _find_master(self) -> None:
         """follow_topology: asks every node its role; the one writable node that replicates
         from nobody becomes the master (none, or several: no master, writes refused)."""
-        roles = {id(node): self._probe(node, node.store.node_role) for node in self._nodes}
+        # follow_topology runs on MySQL stores only (node_role, writable): checked at wiring.
+        roles = {id(node): self._probe(node, node.store.node_role)  # type: ignore[attr-defined]
+                 for node in self._nodes}
         masters = [n for n in self._nodes if roles[id(n)] is not None and roles[id(n)] == (True, False)]
         with self._lock:
             if len(masters) == 1:
@@ -284,7 +286,7 @@ class ReadRouter:
             if options.consistency is Consistency.BOUNDED_STALENESS:
                 # The data's staleness is at most the lag measured, plus the time since.
                 allowed = [r for r in allowed
-                           if r.lag + (now - r.measured_at) <= options.max_staleness]
+                           if r.lag is not None and r.lag + (now - r.measured_at) <= options.max_staleness]
         if len(allowed) > 1:
             shift = next(self._rotation) % len(allowed)
             allowed = allowed[shift:] + allowed[:shift]
@@ -304,7 +306,7 @@ class ReadRouter:
         master = self._writer()
         try:
             result = operation(master.store)
-            if self.follow and options.consistency is Consistency.STRONG and not master.store.writable():
+            if self.follow and options.consistency is Consistency.STRONG and not master.store.writable():  # type: ignore[attr-defined]
                 # Fenced (a switchover under way): a write may already be acknowledged on
                 # the next master, which this read did not see.
                 raise Unavailable(f"{master.store.description} turned read-only: it is no longer "

@@ -555,7 +555,7 @@ def build_service(config: ServerConfig) -> KeyValueService:
             raise ValueError("--require-semi-sync needs a MySQL/MariaDB master")
         if config.follow_topology:
             raise ValueError("--follow-topology needs the database endpoints: --master and --replica URLs")
-        store = SQLiteStore(config.sqlite_path, config.table)
+        store: Store = SQLiteStore(config.sqlite_path, config.table)
         return KeyValueService(store, limits=limits,
                                router=ReadRouter(store, master_role="embedded"),
                                load_retention=config.load_retention)
@@ -593,7 +593,7 @@ def _following_service(config: ServerConfig) -> KeyValueService:
         MySQLStore(endpoint, config.table, role="node", pool_size=config.pool_size,
                    pool_timeout=config.pool_timeout, create_table=True,
                    require_semi_sync=config.require_semi_sync)
-        for endpoint in (config.master, *config.replicas)
+        for endpoint in (config.master, *config.replicas) if endpoint is not None
     ]
     for store in stores:
         try:

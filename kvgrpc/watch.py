@@ -32,7 +32,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -286,7 +286,7 @@ class ChangeHub:
             self._new = self._loop.create_future()
         try:
             await asyncio.wait_for(asyncio.shield(self._new), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def close(self) -> None:
@@ -396,7 +396,7 @@ class ChangeHub:
         """History from ``after`` through a private feed, until the ring covers the rest."""
         try:
             await asyncio.wait_for(self._catchups.acquire(), self._catchup_wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(
                 f"{self.max_catchup} watches are already reading history (--max-catchup-watches); "
                 f"resume from revision {after} later") from None

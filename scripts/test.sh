@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: `scripts/test.sh [pytest options]`.
+# Runs the whole test suite: `scripts/test.sh [pytest options]`: ruff and mypy, then pytest.
 #
 # Sets up .venv (with the dev extra) and, where missing, Debian's mariadb-server. The tests
 # start their own MariaDB master + replica through scripts/mysql-sandbox.sh, on free ports
@@ -26,6 +26,9 @@ if ! command -v npm >/dev/null; then
 fi
 [ -d "$repo/tests/node/node_modules" ] || npm ci --prefix "$repo/tests/node" --no-audit --no-fund --loglevel=error
 cd "$repo"
+# Static checks first (pyproject.toml configures both): lint, then types.
+"$repo/.venv/bin/ruff" check --quiet kvgrpc tests bench scripts
+"$repo/.venv/bin/mypy" --no-error-summary
 # The MySQL C extension must load before anything imports ssl or hashlib (pytest does),
 # or the driver falls back to pure Python (DEVELOPERS.md); so it is imported first.
 exec "$repo/.venv/bin/python" -c \

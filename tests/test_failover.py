@@ -175,7 +175,7 @@ def _following_servers(box, start_server, table_name, count: int = 2, semi_sync:
 def _wait_writes_back(clients, timeout: float) -> float:
     """Waits until a Put succeeds through every client; returns when (monotonic)."""
     for i, kv in enumerate(clients):
-        wait_until(lambda: _put_ok(kv, f"after{i}"), timeout=timeout,
+        wait_until(lambda: _put_ok(kv, f"after{i}"), timeout=timeout,  # noqa: B023 - waited for here
                    what=f"writes through server {i}")
     return time.monotonic()
 

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvgrpc.errors import FailedPrecondition, KvError, Unavailable
 from kvgrpc.store.base import check_table_name
@@ -307,9 +308,10 @@ def restore(source: MySQLEndpoint, target: MySQLEndpoint, *, force: bool = False
             plan.step(f"CREATE DATABASE IF NOT EXISTS `{database}` on the target",
                       lambda: _exec(dst, f"CREATE DATABASE IF NOT EXISTS `{database}`", f"USE `{database}`"))
             for table in source_tables:
-                rows = plan.step(f"copy table {table}", lambda t=table: _replace_table(src, dst, t, batch))
+                rows = plan.step(f"copy table {table}",
+                                 lambda t=table: _replace_table(src, dst, t, batch))  # type: ignore[misc]
                 if rows is not None:
-                    tables[table] = int(rows)
+                    tables[table] = int(rows)  # type: ignore[call-overload]
                     log(f"copied {rows} rows of {table}")
             plan.step("open the target master: SET GLOBAL read_only = 0",
                       lambda: _exec(dst, "SET GLOBAL read_only = 0"))
@@ -360,7 +362,7 @@ class Node:
     """What :func:`probe` saw of one server (``cnx`` is None when it is unreachable)."""
 
     endpoint: MySQLEndpoint
-    cnx: object | None = None
+    cnx: Any = None
     problem: str = ""
     read_only: bool = True
     server_id: int = 0

@@ -222,7 +222,7 @@ class Sandbox:
         return box
 
     def validate(self) -> None:
-        if not (1024 <= self.port and self.port + self.replicas < 32768):
+        if not (self.port >= 1024 and self.port + self.replicas < 32768):
             raise SandboxError(
                 f"KVGRPC_SANDBOX_PORT must be in 1024..{32767 - self.replicas} (replicas use "
                 f"port+1..port+{self.replicas}, all below 32768, the ephemeral range)")
@@ -462,7 +462,7 @@ class Sandbox:
         cur = cnx.cursor()
         for statement in statements:
             cur.execute(statement)
-            if cur.with_rows:
+            if cur.with_rows:  # type: ignore[union-attr]
                 cur.fetchall()
         cur.close()
         return cnx

@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
@@ -240,7 +241,7 @@ class MySQLEndpoint:
             cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
             row = cur.fetchone()
             cur.close()
-            if not row or not row[1]:
+            if not row or not row[1]:  # type: ignore[index]
                 cnx.close()
                 raise TlsNotActive(f"{self} does not encrypt the connection (ssl-mode={self.ssl_mode})")
         return cnx
@@ -325,7 +326,7 @@ class MySQLStore:
         self._mariadb = True  # refined on first connection (MariaDB or MySQL GTIDs)
         self._sql_written = self._written_query()  # rebuilt once _mariadb is known
         self._pool_lock = threading.Lock()
-        self._pool = None
+        self._pool: _Pool | None = None
         self._pool_generation = 0
         self._max_statement_bytes = 8 << 20  # refined from max_allowed_packet on first use
         t = f"`{self.table}`"
@@ -406,7 +407,7 @@ class MySQLStore:
     # -- connections ---------------------------------------------------------------
 
     def _new_pool(self) -> _Pool:
-        settings = dict(
+        settings: dict[str, Any] = dict(
             autocommit=True,
             connection_timeout=max(1, round(self._connect_timeout)),  # the C extension wants an int
             charset="utf8mb4",
@@ -454,7 +455,8 @@ class MySQLStore:
             )
         with self._usage_lock:
             self._in_use += 1
-        pool = cnx = None
+        pool: _Pool | None = None
+        cnx: Any = None
         broken = True
         try:
             with self._translate_errors():
@@ -464,11 +466,12 @@ class MySQLStore:
                         if self._pool is None:
                             self._pool = self._new_pool()
                         pool = self._pool
+                assert pool is not None
                 cnx = pool.borrow()
                 yield cnx
                 broken = False
         finally:
-            if cnx is not None:
+            if cnx is not None and pool is not None:
                 pool.give_back(cnx, broken)
             with self._usage_lock:
                 self._in_use -= 1
@@ -482,7 +485,7 @@ class MySQLStore:
             yield
         except KvError:
             raise
-        except (mysql.connector.Error, TlsNotActive, *_C_ERRORS) as exc:
+        except (mysql.connector.Error, TlsNotActive, *_C_ERRORS) as exc:  # type: ignore[misc]
             raise self._translate(exc) from exc
 
     def _translate(self, exc) -> KvError:
@@ -662,6 +665,7 @@ class MySQLStore:
         rolled back, refused by the server, a failed write (a full /dev/shm: the slow path
         then takes the batch), or an exception.
         """
+        assert self._bulk_load_dir is not None
         path = os.path.join(self._bulk_load_dir, f"batch-{next(self._batch_numbers)}.tsv")
         created = False
         try:
@@ -717,7 +721,8 @@ class MySQLStore:
         count and the key's version after it, ``COMMIT``, and where the commit sits."""
         t = f"`{self.table}`"
         after = f"SELECT ROW_COUNT(), (SELECT version FROM {t} WHERE k = %s)"
-        statements, params = ["START TRANSACTION"], []
+        statements: list[str] = ["START TRANSACTION"]
+        params: list[object] = []
         for op in ops:
             if op.value is None:
                 statements.append(self._sql_delete)
@@ -1006,7 +1011,7 @@ def sweep_stale_batch_dirs(base: str | None = None) -> list[str]:
     reused the number) keeps its directory.
     """
     base = base if base is not None else (batch_dir_base() or tempfile.gettempdir())
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(os.scandir(base))
     except OSError:
