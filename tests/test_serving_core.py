@@ -443,3 +443,19 @@ def test_a_second_server_on_a_taken_port_fails_to_start_clearly(server_process, 
          "--sqlite", str(tmp_path / "two.sqlite3")], capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert "cannot listen on 127.0.0.1" in second.stderr and "Traceback" not in second.stderr
+
+
+def test_the_change_feed_stops_when_no_one_watches_and_starts_again(any_server):
+    """An idle server does not keep reading and decoding the binlog for watches long gone."""
+    hub = any_server.server.hub
+    hub.feed_linger = 0.5
+    with any_server.client() as kv:
+        for round_ in range(2):
+            kv.put(f"linger{round_}/k", b"v")
+            with kv.watch(prefix=f"linger{round_}/", start_revision=kv.last_revision - 1) as watch:
+                assert next(iter(watch)).key == f"linger{round_}/k"
+                assert hub.running
+            deadline = time.monotonic() + 10
+            while hub.running or (hub._thread is not None and hub._thread.is_alive()):
+                assert time.monotonic() < deadline, "the feed kept running with no watch"
+                time.sleep(0.05)
