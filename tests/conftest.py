@@ -241,3 +241,22 @@ def run_cli(*args: str, env: dict | None = None, stdin: str | None = None) -> su
         capture_output=True, text=True, env=dict(os.environ, **(env or {})), input=stdin,
         timeout=120,
     )
+
+
+def server_process(box, table: str, *extra: str, port: int = 0):
+    """`python -m kvgrpc.server` on the sandbox ``box`` (its URLs, passwords from the
+    environment) as a child process; returns it and its target once it listens."""
+    import re
+    import threading
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", str(port),
+         "--table", table, "--master", box.env["KVGRPC_MASTER_URL"],
+         "--replica", box.env["KVGRPC_REPLICA_URL"], *extra],
+        stderr=subprocess.PIPE, text=True, env=box.process_env(),
+    )
+    for line in proc.stderr:
+        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, f"127.0.0.1:{m.group(1)}"
+    raise AssertionError("the server did not start")

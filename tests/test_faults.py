@@ -19,6 +19,7 @@ import pytest
 
 from kvgrpc.client import KeyValueClient
 from kvgrpc.errors import KvError, NotFound, Unavailable
+from tests.conftest import server_process
 from tests.test_consistency import replica_only_row, wait_until
 
 
@@ -188,17 +189,7 @@ def test_server_killed_mid_stream_then_resume(own_sandbox, tmp_path, table_name)
     records = write_csv(tmp_path / "load.csv", 300_000)
 
     def server():
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
-             "--table", table_name, "--master", box.env["KVGRPC_MASTER_URL"],
-             "--replica", box.env["KVGRPC_REPLICA_URL"]],
-            stderr=subprocess.PIPE, text=True, env=box.process_env(),
-        )
-        for line in proc.stderr:
-            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                threading.Thread(target=proc.stderr.read, daemon=True).start()
-                return proc, f"127.0.0.1:{m.group(1)}"
-        raise AssertionError("the server did not start")
+        return server_process(box, table_name)
 
     first, target = server()
     try:
@@ -435,17 +426,7 @@ class KeyCounter:
 
 
 def _server_process(box, table: str):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", "0",
-         "--table", table, "--shutdown-grace", "10", "--master", box.env["KVGRPC_MASTER_URL"],
-         "--replica", box.env["KVGRPC_REPLICA_URL"]],
-        stderr=subprocess.PIPE, text=True, env=box.process_env(),
-    )
-    for line in proc.stderr:
-        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, f"127.0.0.1:{m.group(1)}"
-    raise AssertionError("the server did not start")
+    return server_process(box, table, "--shutdown-grace", "10")
 
 
 @pytest.mark.parametrize("fault", ["kill -9 server", "kill -9 master", "SIGTERM server"])

@@ -15,13 +15,13 @@ import random
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
+
+from tests.conftest import server_process
 
 from kvgrpc.client import KeyValueClient
 from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
@@ -305,17 +305,7 @@ LOAD_RECORDS = 300_000
 
 
 def _server_process(box, table: str, port: int = 0):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvgrpc.server", "--host", "127.0.0.1", "--port", str(port),
-         "--table", table, "--master", box.env["KVGRPC_MASTER_URL"],
-         "--replica", box.env["KVGRPC_REPLICA_URL"]],
-        stderr=subprocess.PIPE, text=True, env=box.process_env(),
-    )
-    for line in proc.stderr:
-        if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, f"127.0.0.1:{m.group(1)}"
-    raise AssertionError("the server did not start")
+    return server_process(box, table, port=port)
 
 
 def test_the_client_resumes_by_itself_after_a_kill_9_and_restart(sandbox, table_name):
