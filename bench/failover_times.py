@@ -26,10 +26,7 @@ from __future__ import annotations
 import _mysql_connector  # noqa: F401 - the MySQL C extension first (DEVELOPERS.md)
 
 import argparse
-import contextlib
 import logging
-import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,21 +44,9 @@ from kvgrpc.ops import sandbox as ops_sandbox  # noqa: E402
 from kvgrpc.server import ServerConfig, build_server  # noqa: E402
 from kvgrpc.store import MySQLEndpoint  # noqa: E402
 
+from harness import free_ports  # noqa: E402 - bench/harness.py, beside this file
+
 MODES = ("failover", "switchover", "automatic")
-
-
-def free_ports(count: int) -> int:
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        try:
-            with contextlib.ExitStack() as stack:
-                for offset in range(count):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free ports below 32768")
 
 
 class Writers:
