@@ -23,7 +23,9 @@ What is measured (each benchmark --repeat times; median (min-max) reported):
    grpc.health.v1 Check on the same server; Get (eventual, keys that exist); Put (new keys,
    committed before the reply). Ratio = calls/s / health calls/s in the same setting and
    repeat; targets Get >= 0.8 (1 thread), >= 0.6 (8 and 32); Put >= 0.5 (1 thread), >= 0.45
-   (8), >= 0.6 (32).
+   (8), >= 0.6 (32). (Before the ingest and unary groups the benchmark waits until the
+   server's change feed has stopped: it runs on for 30 s after the watches of the group
+   before have ended.)
    `--processes 1` vs `--processes 2`: the run's server against a second one on the same
    databases started with `--processes 2` (only while this runs), health Check / Get / Put
    from 8 and 32 threads on raw stubs over 8 connections spread evenly over the server's
@@ -100,6 +102,7 @@ import harness
 import report
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.client import KeyValueClient
+from kvgrpc.watch import FEED_LINGER_SECONDS
 
 KV_TABLE = "bench_kv"  # the server's table
 LOAD_TABLE = "bench_load"  # LOAD DATA's table
@@ -414,6 +417,20 @@ def watch_latency(ctx: Context, kv: KeyValueClient, repeat_index: int) -> Run:
         "put_ms": put_ms, "after_reply_ms": after_reply_ms, "since_request_ms": since_request_ms})
 
 
+def wait_feed_stopped(ctx: Context) -> None:
+    """Waits until the server's change feed has stopped (it runs on for
+    ``kvgrpc.watch.FEED_LINGER_SECONDS`` after the last watch ends, decoding every write's
+    binlog): the unwatched benchmarks measure a server without watches, not one still
+    paying for the watches of the benchmark before."""
+    cnx = ctx.sandbox.connect("master")
+    try:
+        wait_for(lambda: harness.connection_census(
+            cnx, harness.tcp_local_ports(ctx.server.pids()))["held_binlog_dump"] == 0,
+            "the server's change feed to stop", FEED_LINGER_SECONDS + 30)
+    finally:
+        cnx.close()
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -701,6 +718,7 @@ def run_benchmarks(ctx: Context, only: set[str]) -> None:
         for i in range(ctx.repeat):
             print(f"repeat {i + 1}/{ctx.repeat}", file=sys.stderr, flush=True)
             if "ingest" in only:
+                wait_feed_stopped(ctx)  # the last repeat's watches: their feed lingers
                 ctx.record("ingest LOAD DATA", ingest_load_data(ctx))
                 ctx.record("ingest kvgrpc stream", ingest_stream(ctx))
                 ctx.record("ingest kvgrpc stream, named load", ingest_stream_named(ctx))
@@ -714,6 +732,7 @@ def run_benchmarks(ctx: Context, only: set[str]) -> None:
             if "latency" in only:
                 ctx.record("watch latency", watch_latency(ctx, kv, i))
             if "unary" in only:
+                wait_feed_stopped(ctx)
                 unary_suite(ctx, kv, health, i)
             if "processes" in only:
                 processes_suite(ctx, i)
