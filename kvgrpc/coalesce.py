@@ -1,131 +1,121 @@
-"""Group commit: concurrent writes share one transaction.
+"""Coalescing: concurrent calls share one database round trip.
 
 A durable commit on the master costs a redo-log and a binlog fsync and, with semi-sync,
 a replica's acknowledgement (~684 µs measured on this machine kind), whether it carries
-one row or fifty. :class:`GroupCommit` lets concurrent callers share it, the way
-databases group their own commits: the first caller to arrive becomes the *leader* and
-runs every write queued so far as one group; callers that arrive meanwhile queue, and
-when the leader is done the first of them leads the next group. Nothing waits for a
-timer: a caller alone runs alone (no added latency), and the group grows only with the
-concurrency that is already there.
+one row or fifty; a point SELECT costs a round trip whether it reads one key or fifty.
+And on the server each handoff from the event loop to a worker thread costs ~130 µs of
+CPU (``bench/floors.py``). :class:`Coalescer` lets concurrent calls share all three, the
+way databases group their own commits: calls queue on the event loop, and one group at
+a time runs everything queued so far (one worker handoff, one transaction or SELECT).
+Calls that arrive while a group runs form the next group. Nothing waits for a timer: a
+call alone runs alone, and groups grow only with the concurrency that is already there.
 
-Each caller is answered only after its own group committed, with its own outcome; the
-writes of a group run in arrival order, so per-key order and compare-and-set semantics
-are those of running them one after another. Domain code: no gRPC, no SQL.
+Each caller is answered only after its own group ran, with its own result; the ops of a
+group keep their arrival order, so per-key order and compare-and-set semantics are those
+of running them one after another. No gRPC, no SQL: the transport supplies the group
+runner (:meth:`kvgrpc.service.KeyValueService.run_writes` or ``get_group`` on its worker
+pool).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 Op = TypeVar("Op")
 Result = TypeVar("Result")
 
 
-class _Slot(Generic[Op, Result]):
-    __slots__ = ("op", "result", "error", "state", "ready")
+class Coalescer(Generic[Op, Result]):
+    """Runs ``run_group(ops)`` (awaitable; per op, in order, its result or the error to
+    raise to its caller) over the ops of concurrent :meth:`submit` calls, at most
+    ``max_group`` ops and ``max_weight`` of their ``weight`` (e.g. bytes) per group (a
+    group holds at least one op), one group at a time (two at a time measured slower on
+    this machine: smaller groups, and CPU, not the commit, was the limit). Used on one
+    event loop (no locks).
 
-    def __init__(self, op: Op) -> None:
-        self.op = op
-        self.result: Result | None = None
-        self.error: BaseException | None = None
-        self.state = "queued"  # -> "done" | "lead"
-        self.ready = threading.Event()
-
-
-class GroupCommit(Generic[Op, Result]):
-    """Runs ``run_group(ops) -> results`` (one result per op, in order) over the ops of
-    concurrent :meth:`submit` calls, at most ``max_group`` ops and ``max_weight`` of
-    their ``weight`` (e.g. bytes) at a time (a group holds at least one op). ``run_alone(op)``
-    runs a group of one (often cheaper than the general path). If a group raises, each
-    of its ops is retried alone when ``retry_alone(error)`` says so, else every caller
-    of the group gets the error. Thread-safe.
+    A caller that is cancelled while it waits stops waiting; its op still runs if its
+    group has started (a write may then commit, as a call cut off by the network may).
     """
 
-    def __init__(self, run_group: Callable[[Sequence[Op]], Sequence[Result]],
-                 run_alone: Callable[[Op], Result], *, max_group: int = 64,
-                 max_weight: int = 1 << 20, weight: Callable[[Op], int] = lambda op: 1,
-                 retry_alone: Callable[[BaseException], bool] = lambda error: False) -> None:
+    def __init__(self, run_group: Callable[[list[Op]], Awaitable[Sequence[Result | BaseException]]], *,
+                 max_group: int = 64, max_weight: int = 1 << 20,
+                 weight: Callable[[Op], int] = lambda op: 1) -> None:
         self._run_group = run_group
-        self._run_alone = run_alone
         self._max_group = max_group
         self._max_weight = max_weight
         self._weight = weight
-        self._retry_alone = retry_alone
-        self._lock = threading.Lock()
-        self._queue: list[_Slot[Op, Result]] = []
-        self._leading = False
-        self.groups = 0  # groups run, and ops in them: for metrics and tests
+        self._queue: collections.deque[tuple[Op, asyncio.Future]] = collections.deque()
+        self._running: asyncio.Task | None = None  # the group in flight
+        self._starting = False  # a group starts on the loop's next turn
+        self.groups = 0  # groups of two or more ops run, and the ops in them: metrics, tests
         self.grouped_ops = 0
 
-    def submit(self, op: Op) -> Result:
-        """Runs ``op`` (in a group with concurrent ones); returns its result or raises."""
-        slot: _Slot[Op, Result] = _Slot(op)
-        with self._lock:
-            self._queue.append(slot)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if not lead:
-            slot.ready.wait()
-            if slot.state == "done":
-                return self._answer(slot)
-        self._lead()
-        return self._answer(slot)
+    async def submit(self, op: Op) -> Result:
+        """Runs ``op`` in a group with the concurrent ones; returns its result or raises."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        self._schedule()
+        return await future
 
-    @staticmethod
-    def _answer(slot: _Slot[Op, Result]) -> Result:
-        if slot.error is not None:
-            raise slot.error
-        return slot.result  # type: ignore[return-value]
+    def _schedule(self) -> None:
+        """Starts a group on the loop's next turn (the calls arriving meanwhile join it)
+        if ops are queued and no group runs."""
+        if self._queue and not self._starting and self._running is None:
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start)
 
-    def _lead(self) -> None:
-        """Runs the queued ops as one group, then hands the lead to the next caller."""
-        with self._lock:
-            taken, weight = 0, 0
-            for slot in self._queue[: self._max_group]:
-                weight += self._weight(slot.op)
-                if taken and weight > self._max_weight:
-                    break
-                taken += 1
-            group, self._queue = self._queue[:taken], self._queue[taken:]
-        try:
-            self._run(group)
-        finally:
-            successor: _Slot[Op, Result] | None = None
-            with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.state = "lead"
-                else:
-                    self._leading = False
-            for slot in group:
-                slot.state = "done"
-                slot.ready.set()
-            if successor is not None:
-                successor.ready.set()
+    def _start(self) -> None:
+        self._starting = False
+        group = self._take()
+        if group:
+            self._running = asyncio.ensure_future(self._run(group))
+            self._running.add_done_callback(self._finished)
+        self._schedule()
 
-    def _run(self, group: list[_Slot[Op, Result]]) -> None:
-        if len(group) == 1:
-            slot = group[0]
-            try:
-                slot.result = self._run_alone(slot.op)
-            except BaseException as exc:  # noqa: BLE001 - handed to its caller
-                slot.error = exc
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running = None
+        if task.cancelled():  # the loop is closing: nobody runs the rest
+            for _, future in self._queue:
+                future.cancel()
+            self._queue.clear()
             return
-        self.groups += 1
-        self.grouped_ops += len(group)
+        self._schedule()
+
+    async def _run(self, group: list[tuple[Op, asyncio.Future]]) -> None:
+        if len(group) > 1:
+            self.groups += 1
+            self.grouped_ops += len(group)
         try:
-            results = self._run_group([slot.op for slot in group])
-        except BaseException as exc:  # noqa: BLE001 - handed to the callers
-            if not self._retry_alone(exc):
-                for slot in group:
-                    slot.error = exc
-                return
-            for slot in group:
-                self._run([slot])
-            return
-        for slot, result in zip(group, results):
-            slot.result = result
+            results: Sequence[Result | BaseException] = await self._run_group([op for op, _ in group])
+        except Exception as exc:  # noqa: BLE001 - handed to the group's callers
+            results = [exc] * len(group)
+        except asyncio.CancelledError:
+            for _, future in group:
+                future.cancel()
+            raise
+        for (_, future), result in zip(group, results):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _take(self) -> list[tuple[Op, asyncio.Future]]:
+        """The next group: the oldest queued ops within the size and weight limits, but
+        not those whose caller has gone (cancelled before its op started: not run)."""
+        group: list[tuple[Op, asyncio.Future]] = []
+        weight = 0
+        while self._queue and len(group) < self._max_group:
+            op, future = self._queue[0]
+            if future.done():
+                self._queue.popleft()
+                continue
+            weight += self._weight(op)
+            if group and weight > self._max_weight:
+                break
+            group.append(self._queue.popleft())
+        return group

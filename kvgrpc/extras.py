@@ -13,7 +13,7 @@ import sys
 
 #: Modules the server imports that only the [server] extra installs.
 SERVER_MODULES = ("grpc_health", "grpc_reflection", "prometheus_client", "mysql.connector",
-                  "pymysqlreplication")
+                  "pymysqlreplication", "uvloop")
 
 
 def missing(modules: tuple[str, ...]) -> list[str]:

@@ -8,12 +8,12 @@ gRPC code. The transport (:mod:`kvgrpc.server`) converts messages and calls this
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kvgrpc.coalesce import GroupCommit
 from kvgrpc.errors import (
     Aborted,
     FailedPrecondition,
@@ -163,12 +163,6 @@ class KeyValueService:
         self.router = router or ReadRouter(writer, self.readers, watch_semi_sync=require_semi_sync)
         self.require_semi_sync = require_semi_sync
         self.records_written = 0  # committed by Put and StreamPut since start, for metrics
-        # Concurrent Puts and Deletes share transactions (kvgrpc.coalesce).
-        self.writes: GroupCommit[WriteOp, tuple[WriteOutcome, Commit]] = GroupCommit(
-            self._write_group, self._write_alone, max_group=64, max_weight=1 << 20,
-            weight=lambda op: len(op.key) + len(op.value or b"") + 64,
-            retry_alone=lambda error: isinstance(error, (Aborted, ResourceExhausted)))
-        self._get_groups: dict[int, GroupCommit[bytes, StoredRecord | None]] = {}
         self._count_lock = threading.Lock()
         self._closing = threading.Event()  # set when the server begins to shut down
         self.load_retention = load_retention
@@ -219,48 +213,70 @@ class KeyValueService:
             )
         return self.router.write(operation)
 
-    def put(self, key: str, value: bytes, expected_version: int | None = None) -> Written:
-        """Stores one record durably on the master; returns its new version and token.
+    # Puts and Deletes run as groups: :meth:`run_writes` runs the writes the transport
+    # coalesced (kvgrpc.coalesce) in one transaction; ``put`` and ``delete`` are groups of one.
 
-        With ``expected_version`` it is a compare-and-set: the write happens only if the
-        key is at that version (0: absent), else FailedPrecondition with the current one.
-        """
+    def check_put(self, key: str, value: bytes, expected_version: int | None = None) -> WriteOp:
+        """The write of a Put (``expected_version``: a compare-and-set, 0: the key must be
+        absent); raises InvalidArgument for a bad key, value or version. No I/O."""
         where = f"key {describe_key(key)}"
         k = check_key(key, where)
         v = check_value(value, where, self.limits)
         if expected_version is not None and not 0 <= expected_version <= MAX_VERSION:
             raise InvalidArgument(f"{where}: expected_version must be 0 or more and at most "
                                   f"{MAX_VERSION}, not {expected_version}")
+        return WriteOp(k, v, expected_version)
+
+    def check_delete(self, key: str) -> WriteOp:
+        """The write of a Delete; raises InvalidArgument for a bad key. No I/O."""
+        return WriteOp(check_key(key, f"key {describe_key(key)}"), None)
+
+    def run_writes(self, ops: Sequence[WriteOp]) -> list[Written | KvError]:
+        """Runs checked writes (blocking) in one transaction on the master, in order, each
+        seeing the ones before; returns per op its :class:`Written` or its error. A
+        compare-and-set that does not match gets FailedPrecondition (the current version
+        set) and does not stop the others; a transaction conflict or a full pool runs
+        each op alone; any other failure is every op's error. A Delete's ``version`` is 1
+        if the key existed, else 0 (and no token: nothing changed)."""
         try:
-            outcome, commit = self.writes.submit(WriteOp(k, v, expected_version))
-            if not outcome.done:
-                raise version_conflict(expected_version or 0, outcome.version)
-        except FailedPrecondition as exc:
-            exc.message = f"{where}: {exc.message}"
-            raise
-        self._count_written(1)
-        return Written(outcome.version, commit.token, commit.revision)
+            if len(ops) == 1:
+                outcomes = [self._write_alone(ops[0])]
+            else:
+                try:
+                    done, commit = self._write(lambda store: store.write_group(ops))
+                    outcomes = [(o, commit if o.done else NO_COMMIT) for o in done]
+                except (Aborted, ResourceExhausted):
+                    outcomes = [self._write_alone(op) for op in ops]
+        except KvError as exc:
+            return [exc] * len(ops)
+        results: list[Written | KvError] = []
+        for op, (outcome, commit) in zip(ops, outcomes):
+            if op.value is None:
+                commit = commit if outcome.done else NO_COMMIT
+                results.append(Written(int(outcome.done), commit.token, commit.revision))
+            elif outcome.done:
+                results.append(Written(outcome.version, commit.token, commit.revision))
+            else:
+                error = version_conflict(op.expected_version or 0, outcome.version)
+                error.message = f"key {describe_key(op.key.decode('utf-8'))}: {error.message}"
+                results.append(error)
+        written = sum(1 for op, r in zip(ops, results) if op.value is not None and isinstance(r, Written))
+        if written:
+            self._count_written(written)
+        return results
+
+    def put(self, key: str, value: bytes, expected_version: int | None = None) -> Written:
+        """Stores one record durably on the master; returns its new version and token.
+
+        With ``expected_version`` it is a compare-and-set: the write happens only if the
+        key is at that version (0: absent), else FailedPrecondition with the current one.
+        """
+        return _answer(self.run_writes([self.check_put(key, value, expected_version)])[0])
 
     def delete(self, key: str) -> tuple[bool, Commit]:
         """Removes a key on the master; returns whether it existed, and the write's commit."""
-        k = check_key(key, f"key {describe_key(key)}")
-        outcome, commit = self.writes.submit(WriteOp(k, None))
-        return outcome.done, commit if outcome.done else NO_COMMIT
-
-    def _gets(self, store: Store) -> GroupCommit[bytes, StoredRecord | None]:
-        """The Get coalescer of one endpoint: concurrent Gets share a multi-key SELECT."""
-        gets = self._get_groups.get(id(store))
-        if gets is None:
-            with self._count_lock:
-                gets = self._get_groups.setdefault(id(store), GroupCommit(
-                    lambda keys: [found.get(k) for found in [store.get_many(list(dict.fromkeys(keys)))]
-                                  for k in keys],
-                    store.get, max_group=64, max_weight=64))
-        return gets
-
-    def _write_group(self, ops: Sequence[WriteOp]) -> list[tuple[WriteOutcome, Commit]]:
-        outcomes, commit = self._write(lambda store: store.write_group(ops))
-        return [(outcome, commit if outcome.done else NO_COMMIT) for outcome in outcomes]
+        written = _answer(self.run_writes([self.check_delete(key)])[0])
+        return bool(written.version), Commit(written.token, written.revision)
 
     def _write_alone(self, op: WriteOp) -> tuple[WriteOutcome, Commit]:
         """One write in its own transaction: the store's single-statement paths."""
@@ -400,14 +416,41 @@ class KeyValueService:
 
     # -- reads ---------------------------------------------------------------------
 
-    def get(self, key: str, options: ReadOptions = EVENTUAL) -> Record:
-        """Returns the record under ``key``; raises NotFound if there is none."""
+    def check_get(self, key: str, options: ReadOptions) -> bytes:
+        """The stored form of a Get's key; raises InvalidArgument for a bad key or
+        options. No I/O."""
         k = check_key(key, f"key {describe_key(key)}")
         self._check_read_options(options)
-        stored = self.router.read(lambda store: self._gets(store).submit(k), options)
-        if stored is None:
-            raise NotFound(f"key {describe_key(key)} not found")
-        return Record(key, stored.value, stored.version)
+        return k
+
+    def get_group(self, gets: Sequence[tuple[str, bytes, ReadOptions]]) -> list[Record | KvError]:
+        """Runs checked Gets (``(key, stored key, options)``, blocking) together: those
+        with the same options share one endpoint and one multi-key SELECT. Returns per
+        Get its record, or its error (NotFound when there is none)."""
+        by_options: dict[ReadOptions, list[bytes]] = {}
+        for _, k, options in gets:
+            by_options.setdefault(options, []).append(k)
+        found: dict[ReadOptions, dict[bytes, StoredRecord] | KvError] = {}
+        for options, keys in by_options.items():
+            unique = list(dict.fromkeys(keys))
+            try:
+                found[options] = self.router.read(functools.partial(_read_keys, unique), options)
+            except KvError as exc:
+                found[options] = exc
+        results: list[Record | KvError] = []
+        for key, k, options in gets:
+            records = found[options]
+            if isinstance(records, KvError):
+                results.append(records)
+            elif (stored := records.get(k)) is None:
+                results.append(NotFound(f"key {describe_key(key)} not found"))
+            else:
+                results.append(Record(key, stored.value, stored.version))
+        return results
+
+    def get(self, key: str, options: ReadOptions = EVENTUAL) -> Record:
+        """Returns the record under ``key``; raises NotFound if there is none."""
+        return _answer(self.get_group([(key, self.check_get(key, options), options)])[0])
 
     def batch_get(self, keys: Sequence[str],
                   options: ReadOptions = EVENTUAL) -> tuple[list[Record], list[str], list[str]]:
@@ -524,6 +567,21 @@ def _check_load_id(load_id: str) -> None:
         raise InvalidArgument(
             f"load_id is {size} bytes; a load id must be 1 to {MAX_LOAD_ID_BYTES} bytes of UTF-8"
         )
+
+
+def _read_keys(keys: list[bytes], store: Store) -> dict[bytes, StoredRecord]:
+    """The records of ``keys`` found on ``store`` (one key: the cheaper point read)."""
+    if len(keys) == 1:
+        found = store.get(keys[0])
+        return {keys[0]: found} if found is not None else {}
+    return store.get_many(keys)
+
+
+def _answer(result):
+    """A group result as a single call's: the value, or its error raised."""
+    if isinstance(result, KvError):
+        raise result
+    return result
 
 
 class StreamWriter:

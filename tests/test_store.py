@@ -9,7 +9,7 @@ import pytest
 
 from kvgrpc.errors import Internal, InvalidArgument, ResourceExhausted, Unavailable
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, StoredRecord, redact_url
-from kvgrpc.store.base import NO_COMMIT
+from kvgrpc.store.base import NO_COMMIT, WriteOp
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -28,6 +28,28 @@ def test_put_creates_then_increments_version(store):
     assert store.put(b"k", b"one")[0] == 1
     assert store.put(b"k", b"two")[0] == 2
     assert store.get(b"k") == StoredRecord(b"k", b"two", 2)
+
+
+def test_a_group_of_puts_gives_each_its_own_version(store):
+    """write_group of plain Puts (one multi-row upsert on MariaDB): a key written twice in
+    the group gets two versions, in order; the group is one commit."""
+    store.put(b"old", b"0")
+    ops = [WriteOp(b"new", b"1"), WriteOp(b"old", b"2"), WriteOp(b"new", b"3"), WriteOp(b"x", b"4"),
+           WriteOp(b"new", b"5")]
+    outcomes, commit = store.write_group(ops)
+    assert [(o.done, o.version) for o in outcomes] == [(True, 1), (True, 2), (True, 2), (True, 1), (True, 3)]
+    assert commit != NO_COMMIT
+    assert store.get(b"new") == StoredRecord(b"new", b"5", 3)
+    assert store.get(b"old") == StoredRecord(b"old", b"2", 2)
+
+
+def test_a_mixed_group_keeps_compare_and_set_and_order(store):
+    store.put(b"c", b"0")
+    ops = [WriteOp(b"c", b"1", expected_version=1), WriteOp(b"c", b"2", expected_version=1),
+           WriteOp(b"d", b"1", expected_version=0), WriteOp(b"c", None), WriteOp(b"gone", None)]
+    outcomes, _ = store.write_group(ops)
+    assert [(o.done, o.version) for o in outcomes] == [(True, 2), (False, 2), (True, 1), (True, 0), (False, 0)]
+    assert store.get(b"c") is None and store.get(b"d") == StoredRecord(b"d", b"1", 1)
 
 
 def test_get_missing_is_none(store):

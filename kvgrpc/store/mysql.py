@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -383,6 +384,7 @@ class MySQLStore:
         self._sql_create_only = f"INSERT INTO {t} (k, v) VALUES (%s, %s)"
         self._sql_update_if = f"UPDATE {t} SET v = %s, version = version + 1 WHERE k = %s AND version = %s"
         self._sql_version = f"SELECT version FROM {t} WHERE k = %s"
+        self._sql_versions = f"SELECT k, version FROM {t} WHERE k IN ({{}})"
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
         self._sql_delete = f"DELETE FROM {t} WHERE k = %s"
@@ -718,7 +720,10 @@ class MySQLStore:
 
     def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
         """One round trip: ``START TRANSACTION``, each op followed by a SELECT of its row
-        count and the key's version after it, ``COMMIT``, and where the commit sits."""
+        count and the key's version after it, ``COMMIT``, and where the commit sits. A
+        group of plain Puts (the common case) is one multi-row upsert instead."""
+        if all(op.value is not None and op.expected_version is None for op in ops):
+            return self._put_group(ops)
         t = f"`{self.table}`"
         after = f"SELECT ROW_COUNT(), (SELECT version FROM {t} WHERE k = %s)"
         statements: list[str] = ["START TRANSACTION"]
@@ -762,6 +767,35 @@ class MySQLStore:
             changed = changed or done
             outcomes.append(WriteOutcome(done, version if op.value is not None else 0))
         return outcomes, self._commit_row(written) if changed else NO_COMMIT
+
+    def _put_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
+        """Plain Puts in one transaction and one round trip: one multi-row upsert (rows
+        applied in order, each bumping its key's version), then the keys' versions, read
+        inside the transaction (the upsert's row locks hold them). A key written k times
+        in the group went up by k: each op's own version counts back from the last."""
+        keys = list(dict.fromkeys(op.key for op in ops))
+        sql = (f"START TRANSACTION; {self._sql_put_many.replace('(%s, %s)', ', '.join(['(%s, %s)'] * len(ops)), 1)}; "
+               f"{self._sql_versions.format(', '.join(['%s'] * len(keys)))}; COMMIT; {self._sql_written}")
+        params: list[bytes] = []
+        for op in ops:
+            params += [op.key, op.value]  # type: ignore[list-item]  # plain Puts: value set
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            cur.execute(sql, (*params, *keys))
+            results = []  # the rows of the two SELECTs: the versions, where the commit sits
+            while True:
+                if cur.with_rows:
+                    results.append(cur.fetchall())
+                if not cur.nextset():
+                    break
+        (version_rows, (written,)) = results
+        versions = {bytes(k): int(v) for k, v in version_rows}
+        later = collections.Counter(op.key for op in ops)
+        outcomes = []
+        for op in ops:
+            later[op.key] -= 1
+            outcomes.append(WriteOutcome(True, versions[op.key] - later[op.key]))
+        return outcomes, self._commit_row(written)
 
     def _written_query(self) -> str:
         """The query that reads where a commit sits: its token and, if required, the
