@@ -377,17 +377,17 @@ class _Servicer:
     def put(self, request: kv_pb2.PutRequest) -> kv_pb2.PutResponse:
         expected = request.expected_version if request.HasField("expected_version") else None
         written = self._service.put(request.key, request.value, expected)
-        return kv_pb2.PutResponse(version=written.version, write_token=written.token,
-                                  revision=written.revision)
+        return kv_pb2.PutResponse(version=written.version, write_token=written.commit.token,
+                                  revision=written.commit.revision)
 
     def get(self, request: kv_pb2.GetRequest) -> kv_pb2.GetResponse:
         record = self._service.get(request.key, _read_options(request.read_options))
         return kv_pb2.GetResponse(record=_record_pb(record))
 
     def delete(self, request: kv_pb2.DeleteRequest) -> kv_pb2.DeleteResponse:
-        deleted, commit = self._service.delete(request.key)
-        return kv_pb2.DeleteResponse(deleted=deleted, write_token=commit.token,
-                                     revision=commit.revision)
+        deleted = self._service.delete(request.key)
+        return kv_pb2.DeleteResponse(deleted=deleted.done, write_token=deleted.commit.token,
+                                     revision=deleted.commit.revision)
 
     def batch_get(self, request: kv_pb2.BatchGetRequest) -> kv_pb2.BatchGetResponse:
         records, missing, unprocessed = self._service.batch_get(
@@ -496,7 +496,7 @@ class _Servicer:
             raise writer.drained()
         result = writer.result()
         return kv_pb2.StreamPutResponse(
-            committed_count=result.committed, write_token=result.token, revision=result.revision,
+            committed_count=result.committed, write_token=result.commit.token, revision=result.commit.revision,
             skipped_count=result.skipped, load_committed_count=result.load_committed)
 
     def watch(self) -> grpc.RpcMethodHandler:

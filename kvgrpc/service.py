@@ -25,10 +25,13 @@ from kvgrpc.errors import (
 )
 from kvgrpc.records import (
     MAX_KEY_BYTES,
+    NO_COMMIT,
+    Commit,
     EndpointStatus,
     Limits,
     LoadProgress,
     Record,
+    WriteResult,
     check_key,
     check_value,
     describe_key,
@@ -37,13 +40,9 @@ from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 from kvgrpc.store.base import (
     MAX_LOAD_ID_BYTES,
-    NO_COMMIT,
-    Commit,
     KeyFilter,
     LoadMark,
-    StoredRecord,
     WriteOp,
-    WriteOutcome,
     version_conflict,
 )
 from kvgrpc.tokens import token_kind
@@ -113,23 +112,13 @@ def _decode_page_token(token: str) -> bytes | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
-    """The outcome of a Put: the key's new version, and the write's token and revision."""
-
-    version: int
-    token: str
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
 class StreamResult:
     """The outcome of StreamPut: records of the stream committed (for a named load,
-    including the ``skipped`` ones an earlier stream committed), the last batch's token
-    and revision, and for a named load its committed count after this stream."""
+    including the ``skipped`` ones an earlier stream committed), the last batch's commit,
+    and for a named load its committed count after this stream."""
 
     committed: int
-    token: str
-    revision: int
+    commit: Commit = NO_COMMIT
     skipped: int = 0
     load_committed: int = 0
 
@@ -164,11 +153,11 @@ class KeyValueService:
         self.require_semi_sync = require_semi_sync
         self.records_written = 0  # committed by Put and StreamPut since start, for metrics
         # Concurrent Puts and Deletes share transactions (kvgrpc.coalesce).
-        self.writes: GroupCommit[WriteOp, tuple[WriteOutcome, Commit]] = GroupCommit(
+        self.writes: GroupCommit[WriteOp, WriteResult] = GroupCommit(
             self._write_group, self._write_alone, max_group=64, max_weight=1 << 20,
             weight=lambda op: len(op.key) + len(op.value or b"") + 64,
             retry_alone=lambda error: isinstance(error, (Aborted, ResourceExhausted)))
-        self._get_groups: dict[int, GroupCommit[bytes, StoredRecord | None]] = {}
+        self._get_groups: dict[int, GroupCommit[bytes, Record | None]] = {}
         self._count_lock = threading.Lock()
         self._closing = threading.Event()  # set when the server begins to shut down
         self.load_retention = load_retention
@@ -219,8 +208,8 @@ class KeyValueService:
             )
         return self.router.write(operation)
 
-    def put(self, key: str, value: bytes, expected_version: int | None = None) -> Written:
-        """Stores one record durably on the master; returns its new version and token.
+    def put(self, key: str, value: bytes, expected_version: int | None = None) -> WriteResult:
+        """Stores one record durably on the master; returns its new version and commit.
 
         With ``expected_version`` it is a compare-and-set: the write happens only if the
         key is at that version (0: absent), else FailedPrecondition with the current one.
@@ -232,22 +221,22 @@ class KeyValueService:
             raise InvalidArgument(f"{where}: expected_version must be 0 or more and at most "
                                   f"{MAX_VERSION}, not {expected_version}")
         try:
-            outcome, commit = self.writes.submit(WriteOp(k, v, expected_version))
-            if not outcome.done:
-                raise version_conflict(expected_version or 0, outcome.version)
+            result = self.writes.submit(WriteOp(k, v, expected_version))
+            if not result.done:
+                raise version_conflict(expected_version or 0, result.version)
         except FailedPrecondition as exc:
             exc.message = f"{where}: {exc.message}"
             raise
         self._count_written(1)
-        return Written(outcome.version, commit.token, commit.revision)
+        return result
 
-    def delete(self, key: str) -> tuple[bool, Commit]:
-        """Removes a key on the master; returns whether it existed, and the write's commit."""
+    def delete(self, key: str) -> WriteResult:
+        """Removes a key on the master; returns whether it existed (``done``), and the
+        write's commit (``NO_COMMIT`` if it did not)."""
         k = check_key(key, f"key {describe_key(key)}")
-        outcome, commit = self.writes.submit(WriteOp(k, None))
-        return outcome.done, commit if outcome.done else NO_COMMIT
+        return self.writes.submit(WriteOp(k, None))
 
-    def _gets(self, store: Store) -> GroupCommit[bytes, StoredRecord | None]:
+    def _gets(self, store: Store) -> GroupCommit[bytes, Record | None]:
         """The Get coalescer of one endpoint: concurrent Gets share a multi-key SELECT."""
         gets = self._get_groups.get(id(store))
         if gets is None:
@@ -258,22 +247,19 @@ class KeyValueService:
                     store.get, max_group=64, max_weight=64))
         return gets
 
-    def _write_group(self, ops: Sequence[WriteOp]) -> list[tuple[WriteOutcome, Commit]]:
-        outcomes, commit = self._write(lambda store: store.write_group(ops))
-        return [(outcome, commit if outcome.done else NO_COMMIT) for outcome in outcomes]
+    def _write_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        return self._write(lambda store: store.write_group(ops))
 
-    def _write_alone(self, op: WriteOp) -> tuple[WriteOutcome, Commit]:
+    def _write_alone(self, op: WriteOp) -> WriteResult:
         """One write in its own transaction: the store's single-statement paths."""
         if op.value is None:
-            existed, commit = self._write(lambda store: store.delete(op.key))
-            return WriteOutcome(existed, 0), commit
+            return self._write(lambda store: store.delete(op.key))
         try:
-            version, commit = self._write(lambda store: store.put(op.key, op.value, op.expected_version))
+            return self._write(lambda store: store.put(op.key, op.value, op.expected_version))
         except FailedPrecondition as exc:
             if exc.current_version is None:
                 raise
-            return WriteOutcome(False, exc.current_version), NO_COMMIT
-        return WriteOutcome(True, version), commit
+            return WriteResult(False, exc.current_version)
 
     def open_stream(self, load_id: str | None = None, start_index: int = 0) -> StreamWriter:
         """A StreamPut in progress: the transport feeds it records as they arrive and
@@ -311,7 +297,7 @@ class KeyValueService:
                     f"load {load_id!r} has {done} records committed, but this stream starts at "
                     f"record {start_index}: records {done}..{start_index - 1} would be missing; "
                     f"resume from record {done}", committed=done)
-            last = Commit() if stored is None else Commit(stored.token, stored.revision)
+            last = NO_COMMIT if stored is None else stored.commit
             return StreamWriter(self, load_id, start_index, done, last)
         except BaseException:
             self._release_load(load_id)
@@ -369,14 +355,13 @@ class KeyValueService:
         """The progress of a named load; NotFound if none is recorded (never started, or
         expired after ``load_retention`` seconds without a batch)."""
         _check_load_id(load_id)
-        stored = self._write(lambda store: store.load_progress(load_id))
-        if stored is None:
+        progress = self._write(lambda store: store.load_progress(load_id))
+        if progress is None:
             raise NotFound(
                 f"load {load_id!r} is not recorded: it never committed a record, or its "
                 f"progress expired ({self.load_retention / 86400:g} days after its last batch)"
             )
-        return LoadProgress(load_id, stored.committed, stored.revision, stored.token,
-                            int(stored.updated * 1000))
+        return progress
 
     # -- changes -------------------------------------------------------------------
 
@@ -404,10 +389,10 @@ class KeyValueService:
         """Returns the record under ``key``; raises NotFound if there is none."""
         k = check_key(key, f"key {describe_key(key)}")
         self._check_read_options(options)
-        stored = self.router.read(lambda store: self._gets(store).submit(k), options)
-        if stored is None:
+        record = self.router.read(lambda store: self._gets(store).submit(k), options)
+        if record is None:
             raise NotFound(f"key {describe_key(key)} not found")
-        return Record(key, stored.value, stored.version)
+        return record
 
     def batch_get(self, keys: Sequence[str],
                   options: ReadOptions = EVENTUAL) -> tuple[list[Record], list[str], list[str]]:
@@ -428,9 +413,9 @@ class KeyValueService:
         missing: list[str] = []
         unprocessed: list[str] = []
         for key, k in zip(unique, encoded):
-            stored = found.get(k)
-            if stored is not None:
-                records.append(Record(key, stored.value, stored.version))
+            record = found.get(k)
+            if record is not None:
+                records.append(record)
             elif k in unread:
                 unprocessed.append(key)
             else:
@@ -453,8 +438,9 @@ class KeyValueService:
         lower, upper = _key_range(page.prefix, page.start_key, page.end_key)
         after = _decode_page_token(page.page_token)
 
-        def read_page(store: Store):
-            found: list = []
+        def read_page(store: Store) -> tuple[list[Record], bytes | None, bool]:
+            found: list[Record] = []
+            last: bytes | None = None  # the last found record's key, encoded
             used, cursor = 0, after
             while len(found) < page.size:
                 want = min(SCAN_CHUNK, page.size - len(found))
@@ -462,22 +448,23 @@ class KeyValueService:
                 # first record, which may not fit once the page has some).
                 chunk, cut = store.scan_page(lower, upper, cursor, want, page.keys_only,
                                              max(1, max_bytes - used))
-                for stored in chunk:
-                    size = len(stored.key) + len(stored.value)
+                for record in chunk:
+                    k = record.key.encode("utf-8")
+                    size = len(k) + len(record.value)
                     if found and used + size > max_bytes:
-                        return found, True
-                    found.append(stored)
+                        return found, last, True
+                    found.append(record)
                     used += size
+                    last = k
                 if cut:
-                    return found, True
+                    return found, last, True
                 if len(chunk) < want:
-                    return found, False
-                cursor = chunk[-1].key
-            return found, True
+                    return found, last, False
+                cursor = last
+            return found, last, True
 
-        found, more = self.router.read(read_page, options)
-        records = [Record(s.key.decode("utf-8", "replace"), s.value, s.version) for s in found]
-        token = _encode_page_token(found[-1].key) if more and found else ""
+        records, last, more = self.router.read(read_page, options)
+        token = _encode_page_token(last) if more and last is not None else ""
         return records, token
 
     @staticmethod
@@ -543,7 +530,7 @@ class StreamWriter:
     """
 
     def __init__(self, service: KeyValueService, load_id: str | None = None,
-                 start_index: int = 0, done: int = 0, last: Commit = Commit()) -> None:
+                 start_index: int = 0, done: int = 0, last: Commit = NO_COMMIT) -> None:
         self._service = service
         self._policy = service.commit_policy
         self._max_value = service.limits.max_value_bytes
@@ -642,5 +629,5 @@ class StreamWriter:
         return Unavailable(message, committed=n)
 
     def result(self) -> StreamResult:
-        return StreamResult(self.committed, self.commit_info.token, self.commit_info.revision,
-                            self.skipped, self.load_committed if self.load_id is not None else 0)
+        return StreamResult(self.committed, self.commit_info, self.skipped,
+                            self.load_committed if self.load_id is not None else 0)
