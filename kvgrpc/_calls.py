@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -26,7 +26,7 @@ from kvgrpc.errors import (
     Unavailable,
     error_class,
 )
-from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
+from kvgrpc.records import Commit, EndpointStatus, Event, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
 Value = bytes | str
@@ -246,8 +246,8 @@ def limits_from(reply: kv_pb2.GetStatusResponse) -> Limits:
 
 
 def load_from(reply: kv_pb2.GetLoadResponse) -> LoadProgress:
-    return LoadProgress(reply.load_id, reply.committed_count, reply.revision, reply.write_token,
-                        reply.updated_unix_ms)
+    return LoadProgress(reply.load_id, reply.committed_count,
+                        Commit(reply.write_token, reply.revision), reply.updated_unix_ms)
 
 
 class BatchGetRounds:
@@ -348,18 +348,6 @@ def stream_messages(records: Iterable[tuple[str, Value]], batcher: StreamBatcher
 # --------------------------------------------------------------------------------------
 
 
-class WatchEvent(NamedTuple):
-    """One change: ``type`` is ``"put"`` (``value`` and ``version`` as written) or
-    ``"delete"`` (``version`` the record had, no value); ``revision`` is the write's.
-    (A named tuple: a watch of busy keys makes many, and it is the cheapest to build.)"""
-
-    type: str
-    key: str
-    value: bytes
-    version: int
-    revision: int
-
-
 #: The longest pause between two attempts to reopen a broken watch, in seconds.
 WATCH_RETRY_MAX_SECONDS = 2.0
 
@@ -405,7 +393,7 @@ class WatchCursor:
         """A new stream is opened from :attr:`revision`: skip what was already delivered."""
         self._skip = self.beyond
 
-    def events(self, response: kv_pb2.WatchResponse) -> list[WatchEvent]:
+    def events(self, response: kv_pb2.WatchResponse) -> list[Event]:
         """The events of ``response`` not yet delivered; advances the cursor past them."""
         delete = kv_pb2.EVENT_TYPE_DELETE
         out = []
@@ -414,8 +402,7 @@ class WatchCursor:
                 self._skip -= 1
                 continue
             record = e.record
-            out.append(WatchEvent("delete" if e.type == delete else "put",
-                                  record.key, record.value, record.version, e.revision))
+            out.append(Event(record.key, record.value, record.version, e.revision, e.type == delete))
         self.beyond += len(out)
         if self.revision is None or response.revision > self.revision:
             self.revision = response.revision

@@ -37,14 +37,17 @@ import grpc
 import grpc.aio
 
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
-from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value, WatchEvent
+from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value
 from kvgrpc.auth import AUTHORIZATION, channel_credentials
 from kvgrpc.client import DEFAULT_TARGET, channel_target
 from kvgrpc.errors import KvError, Unavailable
-from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
+from kvgrpc.records import EndpointStatus, Event, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Watch", "WatchEvent", "RetryPolicy", "DEFAULT_TARGET"]
+
+#: One change a watch delivers (:class:`kvgrpc.records.Event`), under the name of earlier releases.
+WatchEvent = Event
 
 Records = Iterable[tuple[str, Value]] | AsyncIterable[tuple[str, Value]]
 
@@ -310,7 +313,7 @@ async def _messages(records: Records, batcher: _calls.StreamBatcher,
 
 class Watch:
     """An open watch (see :meth:`KeyValueClient.watch`): an async iterator of
-    :class:`~kvgrpc.client.WatchEvent`.
+    :class:`~kvgrpc.records.Event`.
 
     ``revision`` is how far it has got: every matching change up to that revision has
     been delivered (None until the server has answered). Use it as an async context
@@ -339,7 +342,7 @@ class Watch:
     def __aiter__(self) -> Watch:
         return self
 
-    async def __anext__(self) -> WatchEvent:
+    async def __anext__(self) -> Event:
         return await self._events.__anext__()
 
     async def __aenter__(self) -> Watch:
@@ -355,7 +358,7 @@ class Watch:
         if call is not None:
             call.cancel()
 
-    async def _run(self) -> AsyncIterator[WatchEvent]:
+    async def _run(self) -> AsyncIterator[Event]:
         failures = 0
         cursor = self._cursor
         while not self._cancelled.is_set():

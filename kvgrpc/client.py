@@ -38,14 +38,18 @@ from typing import Any, TypeVar
 import grpc
 
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
-from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value, WatchEvent
+from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value
 from kvgrpc.auth import channel_credentials, with_token
 from kvgrpc.errors import Aborted, KvError, NotFound, Unavailable
-from kvgrpc.records import EndpointStatus, Limits, LoadProgress, Record
+from kvgrpc.records import EndpointStatus, Event, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
 __all__ = ["KeyValueClient", "Record", "EndpointStatus", "Limits", "LoadProgress", "RetryPolicy",
            "Watch", "WatchEvent", "DEFAULT_TARGET"]
+
+#: One change a watch delivers: :class:`kvgrpc.records.Event` (``type`` "put" or
+#: "delete", ``key``, ``value``, ``version``, ``revision``), under the name of earlier releases.
+WatchEvent = Event
 
 DEFAULT_TARGET = "localhost:1313"
 
@@ -271,7 +275,7 @@ class KeyValueClient:
               start_revision: int | None = None, resume: bool = True) -> Watch:
         """Watches one ``key``, or every key starting with ``prefix`` (``""``: all keys).
 
-        Returns a :class:`Watch`: iterate it for :class:`WatchEvent` s, in commit order,
+        Returns a :class:`Watch`: iterate it for :class:`~kvgrpc.records.Event` s, in commit order,
         from the changes after ``start_revision`` (None: from now). With ``resume``, a
         stream that breaks with UNAVAILABLE (a server stopping, a lost connection) is
         reopened from the last revision received, on any of the client's servers, without
@@ -296,8 +300,7 @@ class KeyValueClient:
         its leading records are committed. Raises NotFound when the server has no record
         of it (never committed a record, or expired)."""
         reply = self._call(self._stub.GetLoad, kv_pb2.GetLoadRequest(load_id=load_id))
-        return LoadProgress(reply.load_id, reply.committed_count, reply.revision,
-                            reply.write_token, reply.updated_unix_ms)
+        return _calls.load_from(reply)
 
     def stream_put(
         self,
@@ -397,7 +400,8 @@ class KeyValueClient:
 
 
 class Watch:
-    """An open watch (see :meth:`KeyValueClient.watch`): an iterator of :class:`WatchEvent`.
+    """An open watch (see :meth:`KeyValueClient.watch`): an iterator of
+    :class:`~kvgrpc.records.Event`.
 
     ``revision`` is how far it has got: every matching change up to that revision has
     been delivered (None until the server has answered). Use it as a context manager, or
@@ -424,7 +428,7 @@ class Watch:
     def __iter__(self) -> Watch:
         return self
 
-    def __next__(self) -> WatchEvent:
+    def __next__(self) -> Event:
         return next(self._events)
 
     def __enter__(self) -> Watch:
@@ -440,7 +444,7 @@ class Watch:
         if call is not None:
             call.cancel()
 
-    def _run(self) -> Iterator[WatchEvent]:
+    def _run(self) -> Iterator[Event]:
         failures = 0
         cursor = self._cursor
         while not self._cancelled.is_set():

@@ -438,14 +438,14 @@ class _Servicer:
         expected = request.expected_version if request.HasField("expected_version") else None
         op = self._service.check_put(request.key, request.value, expected)
         written = await self.writes.submit((op, deadline))
-        return kv_pb2.PutResponse(version=written.version, write_token=written.token,
-                                  revision=written.revision)
+        return kv_pb2.PutResponse(version=written.version, write_token=written.commit.token,
+                                  revision=written.commit.revision)
 
     async def delete(self, request: kv_pb2.DeleteRequest,
                      deadline: float | None) -> kv_pb2.DeleteResponse:
-        written = await self.writes.submit((self._service.check_delete(request.key), deadline))
-        return kv_pb2.DeleteResponse(deleted=bool(written.version), write_token=written.token,
-                                     revision=written.revision)
+        deleted = await self.writes.submit((self._service.check_delete(request.key), deadline))
+        return kv_pb2.DeleteResponse(deleted=deleted.done, write_token=deleted.commit.token,
+                                     revision=deleted.commit.revision)
 
     async def get(self, request: kv_pb2.GetRequest, deadline: float | None) -> kv_pb2.GetResponse:
         options = _read_options(request.read_options)
@@ -571,7 +571,7 @@ class _Servicer:
             raise writer.drained()
         result = writer.result()
         return kv_pb2.StreamPutResponse(
-            committed_count=result.committed, write_token=result.token, revision=result.revision,
+            committed_count=result.committed, write_token=result.commit.token, revision=result.commit.revision,
             skipped_count=result.skipped, load_committed_count=result.load_committed)
 
     def watch(self) -> grpc.RpcMethodHandler:

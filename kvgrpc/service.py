@@ -25,10 +25,13 @@ from kvgrpc.errors import (
 )
 from kvgrpc.records import (
     MAX_KEY_BYTES,
+    NO_COMMIT,
+    Commit,
     EndpointStatus,
     Limits,
     LoadProgress,
     Record,
+    WriteResult,
     check_key,
     check_value,
     describe_key,
@@ -37,13 +40,9 @@ from kvgrpc.routing import EVENTUAL, ReadOptions, ReadRouter
 from kvgrpc.store import Store
 from kvgrpc.store.base import (
     MAX_LOAD_ID_BYTES,
-    NO_COMMIT,
-    Commit,
     KeyFilter,
     LoadMark,
-    StoredRecord,
     WriteOp,
-    WriteOutcome,
     version_conflict,
 )
 from kvgrpc.tokens import token_kind
@@ -113,23 +112,13 @@ def _decode_page_token(token: str) -> bytes | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
-    """The outcome of a Put: the key's new version, and the write's token and revision."""
-
-    version: int
-    token: str
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
 class StreamResult:
     """The outcome of StreamPut: records of the stream committed (for a named load,
-    including the ``skipped`` ones an earlier stream committed), the last batch's token
-    and revision, and for a named load its committed count after this stream."""
+    including the ``skipped`` ones an earlier stream committed), the last batch's commit,
+    and for a named load its committed count after this stream."""
 
     committed: int
-    token: str
-    revision: int
+    commit: Commit = NO_COMMIT
     skipped: int = 0
     load_committed: int = 0
 
@@ -231,65 +220,58 @@ class KeyValueService:
         """The write of a Delete; raises InvalidArgument for a bad key. No I/O."""
         return WriteOp(check_key(key, f"key {describe_key(key)}"), None)
 
-    def run_writes(self, ops: Sequence[WriteOp]) -> list[Written | KvError]:
+    def run_writes(self, ops: Sequence[WriteOp]) -> list[WriteResult | KvError]:
         """Runs checked writes (blocking) in one transaction on the master, in order, each
-        seeing the ones before; returns per op its :class:`Written` or its error. A
+        seeing the ones before; returns per op its :class:`WriteResult` or its error. A
         compare-and-set that does not match gets FailedPrecondition (the current version
         set) and does not stop the others; a transaction conflict or a full pool runs
-        each op alone; any other failure is every op's error. A Delete's ``version`` is 1
-        if the key existed, else 0 (and no token: nothing changed)."""
+        each op alone; any other failure is every op's error. A Delete's ``done`` says
+        whether the key existed (``NO_COMMIT`` if not: nothing changed)."""
         try:
             if len(ops) == 1:
-                outcomes = [self._write_alone(ops[0])]
+                results: list[WriteResult | KvError] = [self._write_alone(ops[0])]
             else:
                 try:
-                    done, commit = self._write(lambda store: store.write_group(ops))
-                    outcomes = [(o, commit if o.done else NO_COMMIT) for o in done]
+                    results = list(self._write(lambda store: store.write_group(ops)))
                 except (Aborted, ResourceExhausted):
-                    outcomes = [self._write_alone(op) for op in ops]
+                    results = [self._write_alone(op) for op in ops]
         except KvError as exc:
             return [exc] * len(ops)
-        results: list[Written | KvError] = []
-        for op, (outcome, commit) in zip(ops, outcomes):
-            if op.value is None:
-                commit = commit if outcome.done else NO_COMMIT
-                results.append(Written(int(outcome.done), commit.token, commit.revision))
-            elif outcome.done:
-                results.append(Written(outcome.version, commit.token, commit.revision))
-            else:
-                error = version_conflict(op.expected_version or 0, outcome.version)
+        written = 0
+        for i, (op, result) in enumerate(zip(ops, results)):
+            if isinstance(result, WriteResult) and not result.done and op.value is not None:
+                error = version_conflict(op.expected_version or 0, result.version)
                 error.message = f"key {describe_key(op.key.decode('utf-8'))}: {error.message}"
-                results.append(error)
-        written = sum(1 for op, r in zip(ops, results) if op.value is not None and isinstance(r, Written))
+                results[i] = error
+            elif op.value is not None:
+                written += 1
         if written:
             self._count_written(written)
         return results
 
-    def put(self, key: str, value: bytes, expected_version: int | None = None) -> Written:
-        """Stores one record durably on the master; returns its new version and token.
+    def put(self, key: str, value: bytes, expected_version: int | None = None) -> WriteResult:
+        """Stores one record durably on the master; returns its new version and commit.
 
         With ``expected_version`` it is a compare-and-set: the write happens only if the
         key is at that version (0: absent), else FailedPrecondition with the current one.
         """
         return _answer(self.run_writes([self.check_put(key, value, expected_version)])[0])
 
-    def delete(self, key: str) -> tuple[bool, Commit]:
-        """Removes a key on the master; returns whether it existed, and the write's commit."""
-        written = _answer(self.run_writes([self.check_delete(key)])[0])
-        return bool(written.version), Commit(written.token, written.revision)
+    def delete(self, key: str) -> WriteResult:
+        """Removes a key on the master; returns whether it existed (``done``), and the
+        write's commit (``NO_COMMIT`` if it did not)."""
+        return _answer(self.run_writes([self.check_delete(key)])[0])
 
-    def _write_alone(self, op: WriteOp) -> tuple[WriteOutcome, Commit]:
+    def _write_alone(self, op: WriteOp) -> WriteResult:
         """One write in its own transaction: the store's single-statement paths."""
         if op.value is None:
-            existed, commit = self._write(lambda store: store.delete(op.key))
-            return WriteOutcome(existed, 0), commit
+            return self._write(lambda store: store.delete(op.key))
         try:
-            version, commit = self._write(lambda store: store.put(op.key, op.value, op.expected_version))
+            return self._write(lambda store: store.put(op.key, op.value, op.expected_version))
         except FailedPrecondition as exc:
             if exc.current_version is None:
                 raise
-            return WriteOutcome(False, exc.current_version), NO_COMMIT
-        return WriteOutcome(True, version), commit
+            return WriteResult(False, exc.current_version)
 
     def open_stream(self, load_id: str | None = None, start_index: int = 0) -> StreamWriter:
         """A StreamPut in progress: the transport feeds it records as they arrive and
@@ -327,7 +309,7 @@ class KeyValueService:
                     f"load {load_id!r} has {done} records committed, but this stream starts at "
                     f"record {start_index}: records {done}..{start_index - 1} would be missing; "
                     f"resume from record {done}", committed=done)
-            last = Commit() if stored is None else Commit(stored.token, stored.revision)
+            last = NO_COMMIT if stored is None else stored.commit
             return StreamWriter(self, load_id, start_index, done, last)
         except BaseException:
             self._release_load(load_id)
@@ -385,14 +367,13 @@ class KeyValueService:
         """The progress of a named load; NotFound if none is recorded (never started, or
         expired after ``load_retention`` seconds without a batch)."""
         _check_load_id(load_id)
-        stored = self._write(lambda store: store.load_progress(load_id))
-        if stored is None:
+        progress = self._write(lambda store: store.load_progress(load_id))
+        if progress is None:
             raise NotFound(
                 f"load {load_id!r} is not recorded: it never committed a record, or its "
                 f"progress expired ({self.load_retention / 86400:g} days after its last batch)"
             )
-        return LoadProgress(load_id, stored.committed, stored.revision, stored.token,
-                            int(stored.updated * 1000))
+        return progress
 
     # -- changes -------------------------------------------------------------------
 
@@ -430,7 +411,7 @@ class KeyValueService:
         by_options: dict[ReadOptions, list[bytes]] = {}
         for _, k, options in gets:
             by_options.setdefault(options, []).append(k)
-        found: dict[ReadOptions, dict[bytes, StoredRecord] | KvError] = {}
+        found: dict[ReadOptions, dict[bytes, Record] | KvError] = {}
         for options, keys in by_options.items():
             unique = list(dict.fromkeys(keys))
             try:
@@ -442,10 +423,10 @@ class KeyValueService:
             records = found[options]
             if isinstance(records, KvError):
                 results.append(records)
-            elif (stored := records.get(k)) is None:
+            elif (record := records.get(k)) is None:
                 results.append(NotFound(f"key {describe_key(key)} not found"))
             else:
-                results.append(Record(key, stored.value, stored.version))
+                results.append(record)
         return results
 
     def get(self, key: str, options: ReadOptions = EVENTUAL) -> Record:
@@ -471,9 +452,9 @@ class KeyValueService:
         missing: list[str] = []
         unprocessed: list[str] = []
         for key, k in zip(unique, encoded):
-            stored = found.get(k)
-            if stored is not None:
-                records.append(Record(key, stored.value, stored.version))
+            record = found.get(k)
+            if record is not None:
+                records.append(record)
             elif k in unread:
                 unprocessed.append(key)
             else:
@@ -496,8 +477,9 @@ class KeyValueService:
         lower, upper = _key_range(page.prefix, page.start_key, page.end_key)
         after = _decode_page_token(page.page_token)
 
-        def read_page(store: Store):
-            found: list = []
+        def read_page(store: Store) -> tuple[list[Record], bytes | None, bool]:
+            found: list[Record] = []
+            last: bytes | None = None  # the last found record's key, encoded
             used, cursor = 0, after
             while len(found) < page.size:
                 want = min(SCAN_CHUNK, page.size - len(found))
@@ -505,22 +487,23 @@ class KeyValueService:
                 # first record, which may not fit once the page has some).
                 chunk, cut = store.scan_page(lower, upper, cursor, want, page.keys_only,
                                              max(1, max_bytes - used))
-                for stored in chunk:
-                    size = len(stored.key) + len(stored.value)
+                for record in chunk:
+                    k = record.key.encode("utf-8")
+                    size = len(k) + len(record.value)
                     if found and used + size > max_bytes:
-                        return found, True
-                    found.append(stored)
+                        return found, last, True
+                    found.append(record)
                     used += size
+                    last = k
                 if cut:
-                    return found, True
+                    return found, last, True
                 if len(chunk) < want:
-                    return found, False
-                cursor = chunk[-1].key
-            return found, True
+                    return found, last, False
+                cursor = last
+            return found, last, True
 
-        found, more = self.router.read(read_page, options)
-        records = [Record(s.key.decode("utf-8", "replace"), s.value, s.version) for s in found]
-        token = _encode_page_token(found[-1].key) if more and found else ""
+        records, last, more = self.router.read(read_page, options)
+        token = _encode_page_token(last) if more and last is not None else ""
         return records, token
 
     @staticmethod
@@ -569,7 +552,7 @@ def _check_load_id(load_id: str) -> None:
         )
 
 
-def _read_keys(keys: list[bytes], store: Store) -> dict[bytes, StoredRecord]:
+def _read_keys(keys: list[bytes], store: Store) -> dict[bytes, Record]:
     """The records of ``keys`` found on ``store`` (one key: the cheaper point read)."""
     if len(keys) == 1:
         found = store.get(keys[0])
@@ -601,7 +584,7 @@ class StreamWriter:
     """
 
     def __init__(self, service: KeyValueService, load_id: str | None = None,
-                 start_index: int = 0, done: int = 0, last: Commit = Commit()) -> None:
+                 start_index: int = 0, done: int = 0, last: Commit = NO_COMMIT) -> None:
         self._service = service
         self._policy = service.commit_policy
         self._max_value = service.limits.max_value_bytes
@@ -700,5 +683,5 @@ class StreamWriter:
         return Unavailable(message, committed=n)
 
     def result(self) -> StreamResult:
-        return StreamResult(self.committed, self.commit_info.token, self.commit_info.revision,
-                            self.skipped, self.load_committed if self.load_id is not None else 0)
+        return StreamResult(self.committed, self.commit_info, self.skipped,
+                            self.load_committed if self.load_id is not None else 0)

@@ -37,7 +37,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from kvgrpc.errors import KvError, OutOfRange, ResourceExhausted, Unavailable
-from kvgrpc.store.base import ALL_KEYS, Change, ChangeBatch, KeyFilter
+from kvgrpc.records import Event
+from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,22 +56,11 @@ CHANGE_OVERHEAD_BYTES = 320
 FEED_RETRY_SECONDS = 10.0
 
 
-@dataclass(slots=True)
-class Event:
-    """One change a watch delivers: a put (the record as written) or a delete (the key and
-    the version it had), and the revision of the write."""
-
-    key: str
-    value: bytes
-    version: int
-    revision: int
-    deleted: bool = False
-
-
 @dataclass(slots=True, eq=False)
 class WatchBatch:
-    """One Watch response: events in commit order, and the revision up to which every
-    matching change has been delivered. ``created`` marks the first one (no events).
+    """One Watch response: events in commit order (the feed's own :class:`Event` s), and
+    the revision up to which every matching change has been delivered. ``created`` marks
+    the first one (no events).
 
     Batches of the ring are shared by every watcher with the same filter; ``wire`` is
     where the transport keeps their encoding, so it is made once."""
@@ -81,7 +71,7 @@ class WatchBatch:
     wire: object = field(default=None, repr=False)
 
 
-def chunks(events: list[Event], revision: int) -> list[WatchBatch]:
+def chunks(events: Sequence[Event], revision: int) -> list[WatchBatch]:
     """Splits one revision's events into responses of bounded size. All but the last report
     the revision before: the revision is complete only once its last event is sent."""
     out: list[WatchBatch] = []
@@ -95,41 +85,42 @@ def chunks(events: list[Event], revision: int) -> list[WatchBatch]:
     return out
 
 
-def _events(changes: Sequence[Change], revision: int) -> list[Event]:
-    return [Event(c.key.decode("utf-8", "replace"), c.value, c.version, revision, c.deleted)
-            for c in changes]
-
-
 class _Entry:
-    """One revision in the ring: its changes, and their views per filter (built on demand)."""
+    """One revision in the ring: its events, and their views per filter (built on demand).
 
-    __slots__ = ("revision", "changes", "size", "_views", "_by_key")
+    The events are the feed's own, shared by every view: a view is a list of references."""
 
-    def __init__(self, revision: int, changes: Sequence[Change]) -> None:
+    __slots__ = ("revision", "events", "size", "_views", "_by_key")
+
+    def __init__(self, revision: int, events: Sequence[Event]) -> None:
         self.revision = revision
-        self.changes = changes
+        self.events = events
         # What a change costs in memory, measured with tracemalloc (a 14-byte key and a
-        # 100-byte value: 523 bytes with one filter's view and its encoding): the Change,
-        # its Event in a view, and the bytes of the encoded response.
-        self.size = sum(2 * (len(c.key) + len(c.value)) + CHANGE_OVERHEAD_BYTES for c in changes)
+        # 100-byte value: 523 bytes with one filter's view and its encoding) when the feed
+        # made a change and each view an Event of its own: now an upper bound.
+        self.size = sum(2 * (len(e.key) + len(e.value)) + CHANGE_OVERHEAD_BYTES for e in events)
         self._views: dict[KeyFilter, list[WatchBatch]] = {}
-        self._by_key: dict[bytes, list[Change]] | None = None
+        self._by_key: dict[str, list[Event]] | None = None
 
     def view(self, keys: KeyFilter) -> list[WatchBatch]:
         """The responses a watcher of ``keys`` gets for this revision (empty: none match)."""
         found = self._views.get(keys)
         if found is None:
+            # Keys are text here (decoded by the feed); a filter's UTF-8 prefix is whole
+            # characters, so matching its text is matching its bytes.
+            prefix = keys.prefix.decode("utf-8", "replace")
+            matching: Sequence[Event]
             if keys.exact:  # one key: index the revision once, for every single-key watcher
                 if self._by_key is None:
                     self._by_key = collections.defaultdict(list)
-                    for c in self.changes:
-                        self._by_key[c.key].append(c)
-                matching = self._by_key.get(keys.prefix, ())
-            elif not keys.prefix:
-                matching = list(self.changes)
+                    for e in self.events:
+                        self._by_key[e.key].append(e)
+                matching = self._by_key.get(prefix, ())
+            elif not prefix:
+                matching = self.events
             else:
-                matching = [c for c in self.changes if c.key.startswith(keys.prefix)]
-            found = chunks(_events(matching, self.revision), self.revision) if matching else []
+                matching = [e for e in self.events if e.key.startswith(prefix)]
+            found = chunks(matching, self.revision) if matching else []
             self._views[keys] = found
         return found
 
@@ -275,10 +266,10 @@ class ChangeHub:
         with self._lock:
             if generation != self._generation:
                 return  # a stopped feed's last batch: the new feed has its own ring
-            if batch.revision <= self._head and not batch.changes:
+            if batch.revision <= self._head and not batch.events:
                 return
-            if batch.changes:
-                entry = _Entry(batch.revision, batch.changes)
+            if batch.events:
+                entry = _Entry(batch.revision, batch.events)
                 self._ring.append(entry)
                 self._revisions.append(entry.revision)
                 self._bytes += entry.size
@@ -469,14 +460,14 @@ class ChangeHub:
                 if first:
                     first = False
                     yield WatchBatch(after, created=True)
-                if item.changes:
-                    for batch in chunks(_events(item.changes, item.revision), item.revision):
+                if item.events:
+                    for batch in chunks(item.events, item.revision):
                         yield batch
                 reached = max(after, item.revision)
                 with self._lock:
                     joined = reached >= self._floor and self._failure is None
-                if joined or item.changes:
-                    if reached > after and not item.changes:
+                if joined or item.events:
+                    if reached > after and not item.events:
                         yield WatchBatch(reached)  # progress, so the follower starts here
                     after = reached
                 if joined:

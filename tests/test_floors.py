@@ -64,9 +64,9 @@ for options in ({}, {"use_pure": True}):
     store = MySQLStore(MASTER, os.environ["SMOKE_TABLE"],
                        create_table=True, driver_options=options)
     try:
-        version, commit = store.put(b"d", b"1")
-        assert version >= 1 and commit.token, commit
-        assert store.delete(b"d")[0]
+        written = store.put(b"d", b"1")
+        assert written.version >= 1 and written.commit.token, written
+        assert store.delete(b"d").done
         store.put_many([(b"p%d" % i, b"x") for i in range(300)])
     finally:
         store.close()

@@ -33,7 +33,7 @@ def test_least_privilege_accounts(sandbox, table_name):
     assert (writer.user, reader.user, feed.user) == ("kvgrpc_writer", "kvgrpc_reader", "kvgrpc_feed")
     store = MySQLStore(writer, table_name, create_table=True, bulk_load=False)
     try:
-        _, first = store.put(b"k", b"v")
+        first = store.put(b"k", b"v").commit
         sandbox.wait_for_replica()
         cnx = _connect(reader)
         cur = cnx.cursor()
@@ -58,8 +58,8 @@ def test_least_privilege_accounts(sandbox, table_name):
             next(feed_as(writer).changes(first.revision - 1, lambda: False))
         seen = []
         for batch in feed_as(feed).changes(first.revision - 1, lambda: bool(seen)):
-            seen.extend(c.key for c in batch.changes)
-        assert seen == [b"k"]
+            seen.extend(e.key for e in batch.events)
+        assert seen == ["k"]
     finally:
         store.close()
 

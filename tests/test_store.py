@@ -8,8 +8,9 @@ import threading
 import pytest
 
 from kvgrpc.errors import Internal, InvalidArgument, ResourceExhausted, Unavailable
-from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, StoredRecord, redact_url
-from kvgrpc.store.base import NO_COMMIT, WriteOp
+from kvgrpc.records import NO_COMMIT, Record, WriteResult
+from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, redact_url
+from kvgrpc.store.base import WriteOp
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -25,9 +26,10 @@ def store(request, tmp_path, table_name):
 
 
 def test_put_creates_then_increments_version(store):
-    assert store.put(b"k", b"one")[0] == 1
-    assert store.put(b"k", b"two")[0] == 2
-    assert store.get(b"k") == StoredRecord(b"k", b"two", 2)
+    first = store.put(b"k", b"one")
+    assert (first.done, first.version) == (True, 1) and first.commit.revision > 0
+    assert store.put(b"k", b"two").version == 2
+    assert store.get(b"k") == Record("k", b"two", 2)
 
 
 def test_a_group_of_puts_gives_each_its_own_version(store):
@@ -36,20 +38,20 @@ def test_a_group_of_puts_gives_each_its_own_version(store):
     store.put(b"old", b"0")
     ops = [WriteOp(b"new", b"1"), WriteOp(b"old", b"2"), WriteOp(b"new", b"3"), WriteOp(b"x", b"4"),
            WriteOp(b"new", b"5")]
-    outcomes, commit = store.write_group(ops)
-    assert [(o.done, o.version) for o in outcomes] == [(True, 1), (True, 2), (True, 2), (True, 1), (True, 3)]
-    assert commit != NO_COMMIT
-    assert store.get(b"new") == StoredRecord(b"new", b"5", 3)
-    assert store.get(b"old") == StoredRecord(b"old", b"2", 2)
+    results = store.write_group(ops)
+    assert [(r.done, r.version) for r in results] == [(True, 1), (True, 2), (True, 2), (True, 1), (True, 3)]
+    assert len({r.commit for r in results}) == 1 and results[0].commit != NO_COMMIT
+    assert store.get(b"new") == Record("new", b"5", 3)
+    assert store.get(b"old") == Record("old", b"2", 2)
 
 
 def test_a_mixed_group_keeps_compare_and_set_and_order(store):
     store.put(b"c", b"0")
     ops = [WriteOp(b"c", b"1", expected_version=1), WriteOp(b"c", b"2", expected_version=1),
            WriteOp(b"d", b"1", expected_version=0), WriteOp(b"c", None), WriteOp(b"gone", None)]
-    outcomes, _ = store.write_group(ops)
-    assert [(o.done, o.version) for o in outcomes] == [(True, 2), (False, 2), (True, 1), (True, 0), (False, 0)]
-    assert store.get(b"c") is None and store.get(b"d") == StoredRecord(b"d", b"1", 1)
+    results = store.write_group(ops)
+    assert [(r.done, r.version) for r in results] == [(True, 2), (False, 2), (True, 1), (True, 0), (False, 0)]
+    assert store.get(b"c") is None and store.get(b"d") == Record("d", b"1", 1)
 
 
 def test_get_missing_is_none(store):
@@ -64,7 +66,7 @@ def test_binary_values_and_limit_keys_round_trip(store):
     store.put(long_key, b"")
     store.put(sql_key, b"x")
     assert store.get(b"bin").value == every_byte
-    assert store.get(long_key) == StoredRecord(long_key, b"", 1)
+    assert store.get(long_key) == Record("€" * 1024, b"", 1)
     assert store.get(sql_key).value == b"x"
 
 
@@ -96,16 +98,30 @@ def test_get_many_returns_only_found(store):
     store.put_many([(b"x", b"1"), (b"y", b"2")])
     found = store.get_many([b"x", b"missing", b"y"])
     assert set(found) == {b"x", b"y"}
-    assert found[b"y"] == StoredRecord(b"y", b"2", 1)
+    assert found[b"y"] == Record("y", b"2", 1)
 
 
 def test_delete_reports_existence_and_resets_version(store):
     store.put(b"d", b"1")
     store.put(b"d", b"2")
-    assert store.delete(b"d")[0] is True
-    assert store.delete(b"d") == (False, NO_COMMIT)
+    deleted = store.delete(b"d")
+    assert (deleted.done, deleted.version) == (True, 0) and deleted.commit.revision > 0
+    assert store.delete(b"d") == WriteResult(False, 0, NO_COMMIT)
     assert store.get(b"d") is None
-    assert store.put(b"d", b"3")[0] == 1
+    assert store.put(b"d", b"3").version == 1
+
+
+def test_write_group_gives_each_op_its_result_and_the_groups_commit(store):
+    store.put(b"g1", b"old")
+    put, cas, deleted, absent = store.write_group([
+        WriteOp(b"g1", b"new"), WriteOp(b"g2", b"x", expected_version=5), WriteOp(b"g1", None),
+        WriteOp(b"g3", None)])
+    assert (put.done, put.version) == (True, 2)
+    assert cas == WriteResult(False, 0, NO_COMMIT)  # the current version: absent
+    assert (deleted.done, deleted.version) == (True, 0)
+    assert absent == WriteResult(False, 0, NO_COMMIT)
+    assert put.commit == deleted.commit and put.commit.revision > 0
+    assert store.write_group([WriteOp(b"g3", None)]) == [WriteResult(False, 0, NO_COMMIT)]
 
 
 def test_safe_under_concurrent_threads(store):

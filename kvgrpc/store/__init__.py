@@ -9,18 +9,18 @@ A store is one endpoint: a file or one database server. It knows nothing of rout
 gRPC; the domain layer (:mod:`kvgrpc.service`, :mod:`kvgrpc.routing`) decides which store
 serves what. It does expose what only the endpoint can measure — the token of a write,
 whether it has applied a token, its replication lag — as plain values. Keys and values
-are bytes here. Every driver error is translated at this boundary into a
+go in as bytes; what comes out is the shared types of :mod:`kvgrpc.records` (a
+:class:`~kvgrpc.records.Record` has its key decoded). Every driver error is translated at this boundary into a
 :mod:`kvgrpc.errors` exception whose message holds no SQL, driver text or password; the
 original is logged.
 """
 
-from kvgrpc.store.base import PoolUsage, Store, StoredRecord, check_table_name
+from kvgrpc.store.base import PoolUsage, Store, check_table_name
 from kvgrpc.store.mysql import MySQLEndpoint, MySQLStore, mysql_driver, redact_url
 from kvgrpc.store.sqlite import SQLiteStore
 
 __all__ = [
     "Store",
-    "StoredRecord",
     "PoolUsage",
     "check_table_name",
     "SQLiteStore",

@@ -1,4 +1,10 @@
-"""The storage contract: :class:`Store` and the plain types it uses."""
+"""The storage contract: :class:`Store` and the plain types it uses.
+
+The types a store shares with the layers above it (:class:`~kvgrpc.records.Record`,
+:class:`~kvgrpc.records.Commit`, :class:`~kvgrpc.records.WriteResult`,
+:class:`~kvgrpc.records.LoadProgress`, :class:`~kvgrpc.records.Event`) live in
+:mod:`kvgrpc.records`; the ones here are the store's own.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument
+from kvgrpc.records import NO_COMMIT, Commit, Event, LoadProgress, Record, WriteResult
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record as stored: key, value and version (1 on creation, +1 per overwrite)."""
-
-    key: bytes
-    value: bytes
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """Where a committed write sits.
-
-    ``token``: its place in the replication stream (a GTID on MariaDB/MySQL): a replica
-    that has applied it holds the write; ``""``: nothing to wait for. ``revision``: its
-    place in the change feed (:meth:`Store.changes`), growing with every write to the
-    database; 0 when the write changed nothing (or the store cannot tell).
-    """
-
-    token: str = ""
-    revision: int = 0
-
-
-#: The commit of a write that changed nothing.
-NO_COMMIT = Commit()
 
 #: The table (in the same database or file as the records) where stores keep the progress
 #: of named loads; one row per (records table, load id).
@@ -65,18 +46,6 @@ class LoadMark:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredLoad:
-    """A load's progress as stored: ``committed`` leading records; the ``revision`` and
-    ``token`` of its last committed batch; ``updated`` in Unix seconds."""
-
-    load_id: str
-    committed: int
-    revision: int
-    token: str
-    updated: float
-
-
-@dataclass(frozen=True, slots=True)
 class WriteOp:
     """One write of a group (:meth:`Store.write_group`): a put of ``value`` (with
     ``expected_version``, a compare-and-set; 0: the key must not exist), or, with
@@ -88,36 +57,16 @@ class WriteOp:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    """What one write of a group did. A put: ``done`` and the new ``version``, or, when
-    its expected version did not match, not done and the key's current version (0:
-    absent). A delete: ``done`` when the key existed (``version`` 0)."""
-
-    done: bool
-    version: int
-
-
-@dataclass(slots=True)
-class Change:
-    """One record written or deleted, as the change feed reports it (not frozen: the feed
-    makes one per row, and frozen dataclasses are slower to build)."""
-
-    key: bytes
-    value: bytes  # empty for a deletion
-    version: int  # the version written; for a deletion, the version the record had
-    deleted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class ChangeBatch:
-    """The changes of one revision, in the order they were made.
+    """The changes of one revision, in the order they were made: :class:`Event` s whose
+    ``revision`` is the batch's, keys decoded from UTF-8 (invalid bytes replaced).
 
-    A batch without changes reports that the feed has reached ``revision`` (a write to
+    A batch without events reports that the feed has reached ``revision`` (a write to
     another table, or a quiet interval): every change up to it has been delivered.
     """
 
     revision: int
-    changes: Sequence[Change] = ()
+    events: Sequence[Event] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,28 +96,33 @@ class PoolUsage:
 class Store(Protocol):
     """One storage endpoint. Implementations are safe to share between threads.
 
-    Writes (each returns the :class:`Commit` of its transaction):
-    - ``put`` writes one record durably (committed) and returns ``(version, commit)``.
-      With ``expected_version`` it writes only if the key's version equals it (0: the key
-      must not exist) and otherwise raises FailedPrecondition with ``current_version`` set.
+    Writes (each reports the :class:`Commit` of its transaction):
+    - ``put`` writes one record durably (committed) and returns a :class:`WriteResult`:
+      done, the new version and the commit. With ``expected_version`` it writes only if
+      the key's version equals it (0: the key must not exist) and otherwise raises
+      FailedPrecondition with ``current_version`` set.
     - ``put_many`` writes the records in order in one transaction: all or none; when a
       key occurs twice, the later record wins. Calling it again with the same records
       leaves the same content.
       With ``progress`` (a named load's :class:`LoadMark`), the load's progress row is
       written in the same transaction, conditionally (see LoadMark): the recorded
       progress of a load can never disagree with its data.
-    - ``delete`` returns ``(existed, commit)``.
+    - ``delete`` returns a :class:`WriteResult`: done when the key existed (version 0),
+      with the commit (``NO_COMMIT`` when it did not).
     - ``write_group(ops)`` runs puts and deletes (:class:`WriteOp`) in one transaction,
       in order, each seeing the ones before it, and commits once: the group commit of
-      concurrent calls. Returns one :class:`WriteOutcome` per op and the transaction's
-      Commit (``NO_COMMIT`` when nothing changed). A compare-and-set that does not match
-      changes nothing and does not stop the others.
+      concurrent calls. Returns one :class:`WriteResult` per op (as ``put`` and ``delete``
+      would): each op that was done carries the transaction's Commit, each that was not
+      ``NO_COMMIT`` (a list, not a list and one Commit: every caller of a group gets its
+      own op's result whole). A compare-and-set that does not match is not done (its
+      result holds the key's current version, 0: absent), changes nothing and does not
+      stop the others.
 
-    Loads: ``load_progress(load_id)`` returns the :class:`StoredLoad` (None: unknown or
-    expired); its count is always exact; its revision and token are those of its last
-    batch, or of the one before when the store could not know them in the batch's
-    transaction and ``record_load_commit(load_id, committed, commit)`` (called at the end
-    of a stream) has not recorded them since (it does nothing once the count moved on).
+    Loads: ``load_progress(load_id)`` returns the :class:`LoadProgress` (None: unknown or
+    expired); its count is always exact; its commit is that of its last batch, or of the
+    one before when the store could not know it in the batch's transaction and
+    ``record_load_commit(load_id, committed, commit)`` (called at the end of a stream) has
+    not recorded it since (it does nothing once the count moved on).
     ``expire_loads(older_than)`` deletes the progress of loads not updated for ``older_than`` seconds; returns how many.
     The progress lives in :data:`LOADS_TABLE`, which the change feed never reports.
 
@@ -181,7 +135,9 @@ class Store(Protocol):
     true. A revision no longer held (or ahead of the head) raises OutOfRange; a feed the
     database cannot give raises FailedPrecondition.
 
-    Reads: ``get``/``get_many`` read committed data; ``get_many`` returns only found keys.
+    Reads return :class:`Record` s, keys decoded from UTF-8 (invalid bytes replaced).
+    ``get``/``get_many`` read committed data; ``get_many`` returns only found keys, in a
+    dict keyed by the encoded key (as asked).
     ``get_within(keys, max_bytes)`` is ``get_many`` with a byte budget: it returns the
     records found and the set of keys it left unread because the records before them (in
     ``keys`` order) already hold ``max_bytes`` of keys and values (the first record is
@@ -216,38 +172,38 @@ class Store(Protocol):
         """Opens the endpoint now rather than on first use; raises Unavailable if it cannot."""
         ...
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]: ...
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> WriteResult: ...
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]],
                  progress: LoadMark | None = None) -> Commit: ...
 
-    def load_progress(self, load_id: str) -> StoredLoad | None: ...
+    def load_progress(self, load_id: str) -> LoadProgress | None: ...
 
     def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None: ...
 
     def expire_loads(self, older_than: float) -> int: ...
 
-    def delete(self, key: bytes) -> tuple[bool, Commit]: ...
+    def delete(self, key: bytes) -> WriteResult: ...
 
-    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]: ...
+    def write_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]: ...
 
     def head_revision(self) -> int: ...
 
     def changes(self, after: int, stopped: Callable[[], bool],
                 keys: KeyFilter = ALL_KEYS) -> Iterator[ChangeBatch]: ...
 
-    def get(self, key: bytes) -> StoredRecord | None: ...
+    def get(self, key: bytes) -> Record | None: ...
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]: ...
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Record]: ...
 
     def get_within(self, keys: Sequence[bytes],
-                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]: ...
+                   max_bytes: int) -> tuple[dict[bytes, Record], set[bytes]]: ...
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-             keys_only: bool = False) -> list[StoredRecord]: ...
+             keys_only: bool = False) -> list[Record]: ...
 
     def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-                  keys_only: bool, max_bytes: int) -> tuple[list[StoredRecord], bool]: ...
+                  keys_only: bool, max_bytes: int) -> tuple[list[Record], bool]: ...
 
     def has_applied(self, token: str, timeout: float) -> bool: ...
 
@@ -310,14 +266,15 @@ def scan_query(table: str, mark: str, lower: bytes, upper: bytes | None, after: 
     return sql, (max_bytes, *params)  # the budget comes first in the text
 
 
-def scanned(rows) -> tuple[list[StoredRecord], bool]:
+def scanned(rows) -> tuple[list[Record], bool]:
     """The records of the rows a :func:`scan_query` returned (no value when keys only),
     up to the first row whose value the byte budget held back; and whether one did."""
-    records: list[StoredRecord] = []
+    records: list[Record] = []
     for row in rows:
         if len(row) > 2 and row[2] is None:
             return records, True
-        records.append(StoredRecord(bytes(row[0]), bytes(row[2]) if len(row) > 2 else b"", int(row[1])))
+        records.append(Record(bytes(row[0]).decode("utf-8", "replace"),
+                              bytes(row[2]) if len(row) > 2 else b"", int(row[1])))
     return records, False
 
 

@@ -36,7 +36,8 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from kvgrpc.errors import FailedPrecondition, Internal, KvError, OutOfRange, Unavailable
-from kvgrpc.store.base import ALL_KEYS, Change, ChangeBatch, KeyFilter
+from kvgrpc.records import Event
+from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
 # The library warns, on every stream, that binlog_row_metadata is not FULL: it needs that
@@ -147,7 +148,7 @@ class BinlogFeed:
         revision = after  # the last revision delivered in full
         current = None  # the revision of the transaction being read (None: another domain's)
         standalone = False  # that transaction is one statement (DDL) with no XID
-        pending: list[Change] = []
+        pending: list[Event] = []
         checked_tables: set[int] = set()
         try:
             while not stopped():
@@ -180,7 +181,7 @@ class BinlogFeed:
                         _check_layout(event, self._table)
                         checked_tables.add(event.table_id)
                     if current is not None:
-                        _decode_rows(event, pending, keys)
+                        _decode_rows(event, pending, keys, current)
                 elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and (
                         standalone or event.query.strip().upper() == "COMMIT")):
                     # XID: a transaction's commit. A Query event ends a standalone (DDL)
@@ -254,14 +255,15 @@ _U32 = struct.Struct("<I").unpack_from
 _I64 = struct.Struct("<q").unpack_from
 
 
-def _decode_rows(event, out: list[Change], keys: KeyFilter) -> None:
+def _decode_rows(event, out: list[Event], keys: KeyFilter, revision: int) -> None:
     """Appends the changes of a rows event to the keys ``keys`` accepts, read straight
-    from its packet.
+    from its packet, as :class:`Event` s of ``revision`` (its transaction's).
 
     Each row image is a null bitmap (1 byte for 3 columns; no column is nullable), then
     ``k`` (2-byte length, bytes), ``v`` (4-byte length, bytes), ``version`` (8 bytes). An
     update has two images, before and after; the change is the after image. Keys are
-    compared in place and only matching rows are copied out.
+    compared in place and only matching rows are copied out (the key decoded: the Event
+    goes to the watchers as it is, with no conversion between the feed and the hub).
     """
     packet = event.packet
     data = packet.read(event.event_size - packet.read_bytes)
@@ -279,4 +281,5 @@ def _decode_rows(event, out: list[Change], keys: KeyFilter) -> None:
         if data.startswith(prefix, key_at, key_at + key_length) and (
                 not exact or key_length == len(prefix)):
             value = b"" if deleted else data[value_at : value_at + value_length]
-            out.append(Change(data[key_at : key_at + key_length], value, _I64(data, i - 8)[0], deleted))
+            key = data[key_at : key_at + key_length].decode("utf-8", "replace")
+            out.append(Event(key, value, _I64(data, i - 8)[0], revision, deleted))

@@ -29,19 +29,15 @@ from kvgrpc.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from kvgrpc.records import NO_COMMIT, Commit, LoadProgress, Record, WriteResult
 from kvgrpc.store.base import (
     ALL_KEYS,
     LOADS_TABLE,
-    NO_COMMIT,
     ChangeBatch,
-    Commit,
     KeyFilter,
     LoadMark,
     PoolUsage,
-    StoredLoad,
-    StoredRecord,
     WriteOp,
-    WriteOutcome,
     check_table_name,
     load_conflict,
     scan_query,
@@ -549,16 +545,16 @@ class MySQLStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> WriteResult:
         if expected_version is not None:
             return self._put_if(key, value, expected_version)
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(f"{self._sql_put}; {self._sql_written}", (key, value))
             version = int(cur.lastrowid)
-            return version, self._written_result(cur)
+            return WriteResult(True, version, self._written_result(cur))
 
-    def _put_if(self, key: bytes, value: bytes, expected: int) -> tuple[int, Commit]:
+    def _put_if(self, key: bytes, value: bytes, expected: int) -> WriteResult:
         """Compare-and-set: one conditional statement (the row lock makes it atomic)."""
         import mysql.connector
 
@@ -578,7 +574,7 @@ class MySQLStore:
                 done = cur.rowcount == 1
                 commit = self._written_result(cur)
             if done:
-                return expected + 1, commit
+                return WriteResult(True, expected + 1, commit)
             cur.execute(self._sql_version, (key,))
             row = cur.fetchone()
         raise version_conflict(expected, 0 if row is None else int(row[0]))
@@ -632,7 +628,7 @@ class MySQLStore:
             cur.execute(self._sql_load_commit, (commit.revision, commit.token, self.table,
                                                 load_id.encode("utf-8"), committed))
 
-    def load_progress(self, load_id: str) -> StoredLoad | None:
+    def load_progress(self, load_id: str) -> LoadProgress | None:
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_load_get, (self.table, load_id.encode("utf-8")))
@@ -640,7 +636,8 @@ class MySQLStore:
         if row is None:
             return None
         committed, revision, token, updated = row
-        return StoredLoad(load_id, int(committed), int(revision), str(token or ""), float(updated))
+        return LoadProgress(load_id, int(committed), Commit(str(token or ""), int(revision)),
+                            int(float(updated) * 1000))
 
     def expire_loads(self, older_than: float) -> int:
         with self._connection() as cnx:
@@ -710,15 +707,15 @@ class MySQLStore:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def delete(self, key: bytes) -> tuple[bool, Commit]:
+    def delete(self, key: bytes) -> WriteResult:
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(f"{self._sql_delete}; {self._sql_written}", (key,))
             deleted = cur.rowcount > 0
             commit = self._written_result(cur)
-            return deleted, commit if deleted else NO_COMMIT
+            return WriteResult(deleted, 0, commit if deleted else NO_COMMIT)
 
-    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
+    def write_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """One round trip: ``START TRANSACTION``, each op followed by a SELECT of its row
         count and the key's version after it, ``COMMIT``, and where the commit sits. A
         group of plain Puts (the common case) is one multi-row upsert instead."""
@@ -755,7 +752,6 @@ class MySQLStore:
                     break
         *counts, written = rows
         outcomes = []
-        changed = False
         for op, (count, version) in zip(ops, counts):
             version = int(version or 0)
             if op.value is None:
@@ -764,11 +760,11 @@ class MySQLStore:
                 done = True
             else:
                 done = int(count) == 1
-            changed = changed or done
-            outcomes.append(WriteOutcome(done, version if op.value is not None else 0))
-        return outcomes, self._commit_row(written) if changed else NO_COMMIT
+            outcomes.append((done, version if op.value is not None else 0))
+        commit = self._commit_row(written) if any(done for done, _ in outcomes) else NO_COMMIT
+        return [WriteResult(done, version, commit if done else NO_COMMIT) for done, version in outcomes]
 
-    def _put_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
+    def _put_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
         """Plain Puts in one transaction and one round trip: one multi-row upsert (rows
         applied in order, each bumping its key's version), then the keys' versions, read
         inside the transaction (the upsert's row locks hold them). A key written k times
@@ -790,12 +786,13 @@ class MySQLStore:
                     break
         (version_rows, (written,)) = results
         versions = {bytes(k): int(v) for k, v in version_rows}
+        commit = self._commit_row(written)
         later = collections.Counter(op.key for op in ops)
-        outcomes = []
+        results = []
         for op in ops:
             later[op.key] -= 1
-            outcomes.append(WriteOutcome(True, versions[op.key] - later[op.key]))
-        return outcomes, self._commit_row(written)
+            results.append(WriteResult(True, versions[op.key] - later[op.key], commit))
+        return results
 
     def _written_query(self) -> str:
         """The query that reads where a commit sits: its token and, if required, the
@@ -844,27 +841,28 @@ class MySQLStore:
             size += row
         yield records[start:]
 
-    def get(self, key: bytes) -> StoredRecord | None:
+    def get(self, key: bytes) -> Record | None:
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_get, (key,))
             row = cur.fetchone()
-        return None if row is None else StoredRecord(key, bytes(row[0]), int(row[1]))
+        return None if row is None else Record(key.decode("utf-8", "replace"), bytes(row[0]), int(row[1]))
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]:
-        found: dict[bytes, StoredRecord] = {}
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Record]:
+        found: dict[bytes, Record] = {}
         if not keys:
             return found
         with self._connection() as cnx:
             cur = _cursor(cnx)
             cur.execute(self._sql_get_many.format(", ".join(["%s"] * len(keys))), tuple(keys))
             for k, v, version in cur.fetchall():
-                found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
+                key = bytes(k)
+                found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
         return found
 
     def get_within(self, keys: Sequence[bytes],
-                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]:
-        found: dict[bytes, StoredRecord] = {}
+                   max_bytes: int) -> tuple[dict[bytes, Record], set[bytes]]:
+        found: dict[bytes, Record] = {}
         unread: set[bytes] = set()
         if not keys:
             return found, unread
@@ -883,7 +881,7 @@ class MySQLStore:
             if v is None:
                 unread.add(key)
             else:
-                found[key] = StoredRecord(key, bytes(v), int(version))
+                found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
         if unread:  # keys after the first unread one that have no row: unread too
             cut = False
             for k in keys:
@@ -893,11 +891,11 @@ class MySQLStore:
         return found, unread
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-             keys_only: bool = False) -> list[StoredRecord]:
+             keys_only: bool = False) -> list[Record]:
         return self.scan_page(lower, upper, after, limit, keys_only, None)[0]
 
     def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-                  keys_only: bool, max_bytes: int | None) -> tuple[list[StoredRecord], bool]:
+                  keys_only: bool, max_bytes: int | None) -> tuple[list[Record], bool]:
         sql, params = scan_query(f"`{self.table}`", "%s", lower, upper, after, limit, keys_only,
                                  max_bytes)
         with self._connection() as cnx:

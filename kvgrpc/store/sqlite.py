@@ -13,20 +13,15 @@ from collections.abc import Callable, Iterator, Sequence
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.errors import Internal, OutOfRange, ResourceExhausted, Unavailable
+from kvgrpc.records import NO_COMMIT, Commit, Event, LoadProgress, Record, WriteResult
 from kvgrpc.store.base import (
     ALL_KEYS,
     LOADS_TABLE,
-    NO_COMMIT,
-    Change,
     ChangeBatch,
-    Commit,
     KeyFilter,
     LoadMark,
     PoolUsage,
-    StoredLoad,
-    StoredRecord,
     WriteOp,
-    WriteOutcome,
     check_table_name,
     load_conflict,
     scan_query,
@@ -180,17 +175,17 @@ class SQLiteStore:
         with self._connection():
             pass
 
-    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> tuple[int, Commit]:
+    def put(self, key: bytes, value: bytes, expected_version: int | None = None) -> WriteResult:
         with self._writing() as cnx:  # the check and the write see the same version
             if expected_version is None:
                 (version,) = cnx.execute(self._sql_put, (key, value)).fetchone()
-                return int(version), self._commit(cnx)
+                return WriteResult(True, int(version), self._commit(cnx))
             if expected_version == 0:
                 done = cnx.execute(self._sql_create_only, (key, value)).rowcount == 1
             else:
                 done = cnx.execute(self._sql_update_if, (value, key, expected_version)).rowcount == 1
             if done:
-                return expected_version + 1, self._commit(cnx)
+                return WriteResult(True, expected_version + 1, self._commit(cnx))
             row = cnx.execute(self._sql_version, (key,)).fetchone()
             cnx.execute("COMMIT")
         raise version_conflict(expected_version, 0 if row is None else int(row[0]))
@@ -209,8 +204,8 @@ class SQLiteStore:
             cnx.executemany(self._sql_put_many, records)
             return self._commit(cnx, progress)
 
-    def write_group(self, ops: Sequence[WriteOp]) -> tuple[list[WriteOutcome], Commit]:
-        outcomes: list[WriteOutcome] = []
+    def write_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
+        outcomes: list[tuple[bool, int]] = []
         changed = False
         with self._writing() as cnx:
             for op in ops:
@@ -229,19 +224,22 @@ class SQLiteStore:
                     row = cnx.execute(self._sql_version, (op.key,)).fetchone()
                     version = 0 if row is None else int(row[0])
                 changed = changed or done
-                outcomes.append(WriteOutcome(done, version))
-            if not changed:
+                outcomes.append((done, version))
+            if changed:
+                commit = self._commit(cnx)
+            else:
                 cnx.execute("COMMIT")
-                return outcomes, NO_COMMIT
-            return outcomes, self._commit(cnx)
+                commit = NO_COMMIT
+        return [WriteResult(done, version, commit if done else NO_COMMIT) for done, version in outcomes]
 
-    def load_progress(self, load_id: str) -> StoredLoad | None:
+    def load_progress(self, load_id: str) -> LoadProgress | None:
         with self._connection() as cnx:
             row = cnx.execute(self._sql_load_get, (self.table, load_id)).fetchone()
         if row is None:
             return None
         committed, revision, token, updated = row
-        return StoredLoad(load_id, int(committed), int(revision), str(token), float(updated))
+        return LoadProgress(load_id, int(committed), Commit(str(token), int(revision)),
+                            int(float(updated) * 1000))
 
     def record_load_commit(self, load_id: str, committed: int, commit: Commit) -> None:
         pass  # put_many records each batch's own revision (known before COMMIT here)
@@ -270,24 +268,25 @@ class SQLiteStore:
         row = cnx.execute(self._sql_head).fetchone()
         return 0 if row is None else int(row[0])
 
-    def get(self, key: bytes) -> StoredRecord | None:
+    def get(self, key: bytes) -> Record | None:
         with self._connection() as cnx:
             row = cnx.execute(self._sql_get, (key,)).fetchone()
-        return None if row is None else StoredRecord(key, bytes(row[0]), int(row[1]))
+        return None if row is None else Record(key.decode("utf-8", "replace"), bytes(row[0]), int(row[1]))
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, StoredRecord]:
-        found: dict[bytes, StoredRecord] = {}
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Record]:
+        found: dict[bytes, Record] = {}
         with self._connection() as cnx:
             for start in range(0, len(keys), 500):  # SQLite's default variable limit is 999+
                 chunk = keys[start : start + 500]
                 sql = self._sql_get_many.format(", ".join("?" * len(chunk)))
                 for k, v, version in cnx.execute(sql, chunk):
-                    found[bytes(k)] = StoredRecord(bytes(k), bytes(v), int(version))
+                    key = bytes(k)
+                    found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
         return found
 
     def get_within(self, keys: Sequence[bytes],
-                   max_bytes: int) -> tuple[dict[bytes, StoredRecord], set[bytes]]:
-        found: dict[bytes, StoredRecord] = {}
+                   max_bytes: int) -> tuple[dict[bytes, Record], set[bytes]]:
+        found: dict[bytes, Record] = {}
         unread: set[bytes] = set()
         used = 0
         with self._connection() as cnx:
@@ -311,7 +310,7 @@ class SQLiteStore:
                         unread.add(key)
                         used = max_bytes + 1
                     else:
-                        found[key] = StoredRecord(key, bytes(v), int(version))
+                        found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
                         used += int(size)
                 if used > max_bytes:  # keys after the cut that have no row are unread too
                     cut = False
@@ -322,22 +321,22 @@ class SQLiteStore:
         return found, unread
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-             keys_only: bool = False) -> list[StoredRecord]:
+             keys_only: bool = False) -> list[Record]:
         return self.scan_page(lower, upper, after, limit, keys_only, None)[0]
 
     def scan_page(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
-                  keys_only: bool, max_bytes: int | None) -> tuple[list[StoredRecord], bool]:
+                  keys_only: bool, max_bytes: int | None) -> tuple[list[Record], bool]:
         sql, params = scan_query(f'"{self.table}"', "?", lower, upper, after, limit, keys_only,
                                  max_bytes)
         with self._connection() as cnx:
             return scanned(cnx.execute(sql, params).fetchall())
 
-    def delete(self, key: bytes) -> tuple[bool, Commit]:
+    def delete(self, key: bytes) -> WriteResult:
         with self._writing() as cnx:
             if cnx.execute(self._sql_delete, (key,)).rowcount > 0:
-                return True, self._commit(cnx)
+                return WriteResult(True, 0, self._commit(cnx))
             cnx.execute("COMMIT")
-        return False, NO_COMMIT
+        return WriteResult(False, 0)
 
     # The change feed: the change log, read in revision order.
 
@@ -369,8 +368,8 @@ class SQLiteStore:
                     raise OutOfRange(f"revision {after + 1} was compacted before this watch read it")
                 after = rev
                 key = bytes(k)
-                yield ChangeBatch(rev, [Change(key, bytes(v), int(version), bool(deleted))]
-                                  if keys(key) else ())
+                yield ChangeBatch(rev, [Event(key.decode("utf-8", "replace"), bytes(v), int(version),
+                                              rev, bool(deleted))] if keys(key) else ())
             if rows:
                 reported = time.monotonic()
                 continue
