@@ -425,10 +425,15 @@ def test_entry_points(sqlite_server):
 
 def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_server, tmp_path):
     path = _write(tmp_path, "big.csv", "key,value\n" + "".join(f"k{i:06d},v{i}\n" for i in range(200_000)))
+    # Ctrl-C as in a terminal: a job started in the background (as CI may run the suite)
+    # inherits SIGINT ignored, so the child puts Python's handler back itself. (Not with
+    # preexec_fn: forking a process with gRPC threads and running Python in the child has
+    # aborted that child, "skipping fork() handlers".)
+    as_in_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                        "sys.argv[0] = 'kvgrpc.client'; runpy.run_module('kvgrpc.client', run_name='__main__')")
     load = subprocess.Popen(
-        [sys.executable, "-m", "kvgrpc.client", "--target", sqlite_server.target, "stream", path],
+        [sys.executable, "-c", as_in_a_terminal, "--target", sqlite_server.target, "stream", path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )
     table = sqlite3.connect(sqlite_server.config.sqlite_path)
     deadline = time.monotonic() + 60
