@@ -63,7 +63,7 @@ from kvgrpc.errors import (
 )
 from kvgrpc.logs import RateLimitedLog
 from kvgrpc.records import MAX_KEY_BYTES, EndpointStatus, Limits
-from kvgrpc.routing import Consistency, ReadOptions, ReadRouter
+from kvgrpc.routing import EVENTUAL, Consistency, ReadOptions, ReadRouter
 from kvgrpc.service import DEFAULT_LOAD_RETENTION, KeyValueService, ScanPage
 from kvgrpc.store import MySQLEndpoint, MySQLStore, SQLiteStore, Store, mysql_driver
 from kvgrpc.store.base import WriteOp
@@ -236,7 +236,7 @@ class _Admission:
     def admit(self, context, kind: str):
         """Admits one call of ``kind`` ("unary", "stream", "watch") for the ``with`` block;
         raises Unauthenticated or ResourceExhausted."""
-        identity = self.auth.identify(context.invocation_metadata())
+        identity = self.auth.identify(context.invocation_metadata()) if self.auth.enabled else None
         c = self.config
         cap, flag, what = {
             "unary": (c.max_concurrent_rpcs, "--max-concurrent-rpcs", "calls in progress"),
@@ -448,7 +448,7 @@ class _Servicer:
                                      revision=deleted.commit.revision)
 
     async def get(self, request: kv_pb2.GetRequest, deadline: float | None) -> kv_pb2.GetResponse:
-        options = _read_options(request.read_options)
+        options = _read_options(request.read_options) if request.HasField("read_options") else EVENTUAL
         k = self._service.check_get(request.key, options)
         if options.min_token:  # may wait for a replica to catch up: alone, holding up no group
             record = await self._blocking(self._service.get, request.key, options, deadline=deadline)

@@ -28,6 +28,7 @@ from kvgrpc.errors import (
 )
 from kvgrpc.records import Limits, Record
 from kvgrpc.server import KeyValueServer, ServerConfig
+from kvgrpc.store.base import WriteOp
 from kvgrpc.store import MySQLEndpoint
 from tests.conftest import open_client
 
@@ -191,7 +192,13 @@ class _Raising:
     def __init__(self):
         self.by_name = {cls.__name__: cls for cls in STATUS_BY_ERROR}
 
-    def put(self, key, value, expected_version=None):
+    def check_put(self, key, value, expected_version=None):
+        return WriteOp(key.encode(), value, expected_version)
+
+    def run_writes(self, ops):
+        """Raises on the worker pool, as a store would: the error reaches the caller
+        through the coalescer."""
+        key = ops[0].key.decode()
         if key == "crash":
             raise RuntimeError("SELECT secret FROM internals")
         raise self.by_name[key](f"a {key} happened")
