@@ -101,6 +101,43 @@ def test_get_many_returns_only_found(store):
     assert found[b"y"] == Record("y", b"2", 1)
 
 
+def _within_model(records: dict[bytes, bytes], keys: list[bytes], budget: int) -> tuple[set, set]:
+    """get_within's contract, stated plainly: walk the keys in order; the first record
+    is always read; a record that would take keys + values past the budget, and every key
+    after it, is unread."""
+    found, unread, used, cut = set(), set(), 0, False
+    for k in keys:
+        if cut:
+            unread.add(k)
+        elif k in records:
+            size = len(k) + len(records[k])
+            if found and used + size > budget:
+                cut = True
+                unread.add(k)
+            else:
+                used += size
+                found.add(k)
+    return found, unread
+
+
+def test_get_within_applies_the_budget_in_request_order(store):
+    """Small values (read inline), values larger than an equal share of the budget (read
+    by a second query) and missing keys, against the contract's model, for many budgets."""
+    import random
+
+    rng = random.Random(7)
+    records = {f"k{i:02d}".encode(): bytes([i]) * rng.choice([0, 5, 40, 300, 2000]) for i in range(30)}
+    store.put_many(list(records.items()))
+    universe = list(records) + [b"absent1", b"absent2", b"absent3"]
+    for trial in range(60):
+        keys = rng.sample(universe, rng.randint(1, len(universe)))
+        budget = rng.choice([1, 50, 400, 1000, 3000, 10_000, 1 << 20])
+        found, unread = store.get_within(keys, budget)
+        want_found, want_unread = _within_model(records, keys, budget)
+        assert (set(found), unread) == (want_found, want_unread), (trial, budget)
+        assert all(found[k] == Record(k.decode(), records[k], 1) for k in found)
+
+
 def test_delete_reports_existence_and_resets_version(store):
     store.put(b"d", b"1")
     store.put(b"d", b"2")

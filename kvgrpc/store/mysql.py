@@ -383,6 +383,8 @@ class MySQLStore:
         self._sql_versions = f"SELECT k, version FROM {t} WHERE k IN ({{}})"
         self._sql_get = f"SELECT v, version FROM {t} WHERE k = %s"
         self._sql_get_many = f"SELECT k, v, version FROM {t} WHERE k IN ({{}})"
+        self._sql_get_sized = (f"SELECT k, version, LENGTH(k) + LENGTH(v), CASE WHEN LENGTH(k) + "
+                               f"LENGTH(v) <= %s THEN v END FROM {t} WHERE k IN ({{}})")
         self._sql_delete = f"DELETE FROM {t} WHERE k = %s"
         self._create_table = create_table
         # Where put_many writes batch files for LOAD DATA LOCAL INFILE: a private directory
@@ -866,28 +868,39 @@ class MySQLStore:
         unread: set[bytes] = set()
         if not keys:
             return found, unread
-        marks = ", ".join(["%s"] * len(keys))
-        # One round trip: a value is sent only while the running total of keys and values
-        # (in request order) fits the budget, so the rest never reaches this process.
-        sql = (f"SELECT k, version, CASE WHEN ROW_NUMBER() OVER w = 1 OR "
-               f"SUM(LENGTH(k) + LENGTH(v)) OVER w <= %s THEN v END FROM `{self.table}` "
-               f"WHERE k IN ({marks}) WINDOW w AS (ORDER BY FIELD(k, {marks}))")
+        # One plain SELECT in the usual case. A value comes back inline only if its record
+        # (key + value) is at most an equal share of the budget, so the inline values
+        # together never pass it; every row brings its size. The budget is then applied in
+        # request order here, and the few records that fit but were too large to come
+        # inline are read by a second SELECT. (A window function over the request order
+        # did it in one query, but cost the replica ~2.5x the plain SELECT's CPU.)
+        share = max(1, max_bytes // len(keys))
         with self._connection() as cnx:
             cur = _cursor(cnx)
-            cur.execute(sql, (max_bytes, *keys, *keys))
-            rows = cur.fetchall()
-        for k, version, v in rows:
-            key = bytes(k)
-            if v is None:
-                unread.add(key)
-            else:
-                found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
-        if unread:  # keys after the first unread one that have no row: unread too
-            cut = False
+            cur.execute(self._sql_get_sized.format(", ".join(["%s"] * len(keys))), (share, *keys))
+            rows = {bytes(k): (int(version), int(size), v) for k, version, size, v in cur.fetchall()}
+            used, cut = 0, False
+            later: list[bytes] = []
             for k in keys:
-                cut = cut or k in unread
-                if cut and k not in found:
+                row = rows.get(k)
+                if cut:
                     unread.add(k)
+                elif row is not None:
+                    version, size, v = row
+                    if used + size > max_bytes and (found or later):
+                        cut = True
+                        unread.add(k)
+                        continue
+                    used += size
+                    if v is None:
+                        later.append(k)
+                    else:
+                        found[k] = Record(k.decode("utf-8", "replace"), bytes(v), version)
+            if later:  # fit the budget by the first SELECT's sizes
+                cur.execute(self._sql_get_many.format(", ".join(["%s"] * len(later))), tuple(later))
+                for k, v, version in cur.fetchall():
+                    key = bytes(k)
+                    found[key] = Record(key.decode("utf-8", "replace"), bytes(v), int(version))
         return found, unread
 
     def scan(self, lower: bytes, upper: bytes | None, after: bytes | None, limit: int,
