@@ -8,8 +8,11 @@ within the calls' deadlines, and give every connection back.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+
+import pytest
 
 from kvgrpc.errors import KvError, ResourceExhausted, Unavailable
 from tests.test_consistency import replication_paused
@@ -90,3 +93,49 @@ def test_200_concurrent_calls_succeed_or_fail_clearly_and_leak_nothing(start_ser
     server.server.stop(grace=1)
     after = {role: kvgrpc_connections(sandbox, role) - before[role] for role in before}
     assert after == {"master": 0, "replica": 0}
+
+
+def test_a_call_finding_every_worker_taken_is_refused_before_its_deadline(start_server, sandbox, table_name):
+    """Two StreamPuts blocked on a row another transaction holds locked take both workers
+    (--max-workers 2); a BatchGet and a Get with a 2 s deadline get RESOURCE_EXHAUSTED
+    naming the flag within about half of it, and run once the lock is released."""
+    server = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name,
+                          max_workers=2)
+    with server.client() as kv:
+        kv.put("locked", b"0")
+    sandbox.wait_for_replica()
+    locker = sandbox.connect("master")
+    holders = []
+    try:
+        cursor = locker.cursor()
+        cursor.execute("START TRANSACTION")
+        cursor.execute(f"SELECT v FROM `{table_name}` WHERE k = 'locked' FOR UPDATE")
+        cursor.fetchall()
+        for n in range(2):
+            t = threading.Thread(target=_quietly, args=(_stream_locked, server, n))
+            t.start()
+            holders.append(t)
+        time.sleep(1.0)
+        with server.client(timeout=2.0) as other:
+            for call in (lambda: other.batch_get(["locked"]), lambda: other.get("locked")):
+                began = time.monotonic()
+                with pytest.raises(ResourceExhausted, match="--max-workers") as raised:
+                    call()
+                assert time.monotonic() - began < 1.8, raised.value
+    finally:
+        locker.rollback()
+        locker.close()
+    for t in holders:
+        t.join(timeout=30)
+    with server.client(timeout=5.0) as kv:
+        assert kv.batch_get(["locked"]) == {"locked": b"1"} and kv.get("locked") == b"1"
+
+
+def _stream_locked(server, n: int) -> None:
+    with server.client(timeout=30.0) as kv:
+        kv.stream_put([(f"s{n}", b"1"), ("locked", b"1")])
+
+
+def _quietly(fn, *args, **kwargs) -> None:
+    with contextlib.suppress(KvError):
+        fn(*args, **kwargs)
