@@ -355,9 +355,10 @@ WATCH_RETRY_MAX_SECONDS = 2.0
 def watch_resumable(error: KvError) -> bool:
     """Whether a Watch that ended with ``error`` (and that its caller did not cancel) is
     reopened from its revision: UNAVAILABLE (a server stopping, a feed broken, a watch
-    fallen behind), and a CANCELLED the client did not ask for (grpc's server has been
-    seen to end a few of thousands of watches opened at once that way, before their first
-    response; the cause is not found yet)."""
+    fallen behind), and a CANCELLED the client did not ask for: when hundreds of streams
+    open at once, grpc's own server ends some of them that way before their first response
+    (``bench/grpc_cancelled_opens.py`` shows it with bare grpc servers, aio and thread-pool,
+    and no kvgrpc code; a grpc-js client sees it too)."""
     return isinstance(error, (Unavailable, Cancelled))
 
 
