@@ -85,7 +85,28 @@ def summarise(raw: dict) -> dict:
                for name, rs in runs.items() if rs and "watcher_seconds" in rs[0]["extra"]}
     return {"environment": raw["environment"], "benchmarks": benchmarks, "checks": checks,
             "informational_ratios": info, "memory": memory, "watch_latency": latency,
-            "fanout": fan, "watcher_seconds": watched}
+            "fanout": fan, "watcher_seconds": watched,
+            "cpu_ceilings": cpu_ceilings(runs, raw["environment"].get("cpus") or 1)}
+
+
+def cpu_ceilings(runs: dict, cpus: int) -> list[dict]:
+    """For each ingest: the CPU all processes spent per record (client, server, master,
+    replica, watchers), the rate at which that would fill every core, and that rate against
+    LOAD DATA's measured rate (per repeat; medians): the best ratio the run's CPU per
+    record allows on this machine, however the work were scheduled."""
+    base = runs.get("ingest LOAD DATA")
+    out = []
+    for name, rs in runs.items():
+        if not name.startswith("ingest") or not base:
+            continue
+        totals = [sum(r["cpu"].values()) / r["items"] * 1e6 for r in rs]
+        ceilings = [cpus / (t * 1e-6) for t in totals]
+        out.append({
+            "name": name, "cpu_us_per_record": stats(totals), "ceiling_per_s": stats(ceilings),
+            "used": stats([(r["items"] / r["seconds"]) / c for r, c in zip(rs, ceilings)]),
+            "ceiling_vs_load_data": stats([c / (b["items"] / b["seconds"]) for c, b in zip(ceilings, base)]),
+        })
+    return out
 
 
 def summarise_fanout(runs: list[dict]) -> dict:
@@ -240,6 +261,17 @@ def table(summary: dict) -> str:
         lines.append(f"{name:<36} {b['unit'][:-1]:<7}"
                      + "".join(f"{cpu[p]['median']:>10.1f}" if p in cpu else f"{'-':>10}"
                                for p in PROCESSES))
+    ceilings = summary.get("cpu_ceilings")
+    if ceilings:
+        lines += ["", f"CPU ceilings ({summary['environment'].get('cpus')} cores): all processes' "
+                  "CPU per record; the rate that would keep every core busy; the share of it "
+                  "reached; that rate / LOAD DATA's (the best ratio this CPU per record allows)",
+                  f"{'benchmark':<36} {'µs/record':>10} {'ceiling/s':>12} {'reached':>8} "
+                  f"{'ceiling/LOAD DATA':>18}"]
+        for c in ceilings:
+            lines.append(f"{c['name']:<36} {c['cpu_us_per_record']['median']:>10.1f} "
+                         f"{c['ceiling_per_s']['median']:>12,.0f} {c['used']['median']:>8.2f} "
+                         f"{c['ceiling_vs_load_data']['median']:>18.2f}")
     latency = summary.get("watch_latency")
     if latency:
         lines += ["", f"watch latency: {latency['samples']} Puts, each awaited by a watcher of "
