@@ -94,8 +94,22 @@ def cpu_ceilings(runs: dict, cpus: int) -> list[dict]:
     replica, watchers), the rate at which that would fill every core, and that rate against
     LOAD DATA's measured rate (per repeat; medians): the best ratio the run's CPU per
     record allows on this machine, however the work were scheduled."""
-    base = runs.get("ingest LOAD DATA")
     out = []
+    for name, rs in runs.items():  # unary calls against the health Check at the same callers
+        op, _, threads = name.rpartition(" x")
+        health = runs.get(f"health Check x{threads}")
+        if op not in ("Get", "Put") or not health:
+            continue
+        totals = [sum(r["cpu"].values()) / r["items"] * 1e6 for r in rs]
+        floor = [sum(h["cpu"].values()) / h["items"] * 1e6 for h in health]
+        out.append({
+            "name": name, "cpu_us_per_record": stats(totals),
+            "ceiling_per_s": stats([cpus / (t * 1e-6) for t in totals]),
+            "used": stats([(r["items"] / r["seconds"]) / (cpus / (t * 1e-6)) for r, t in zip(rs, totals)]),
+            "ceiling_vs_load_data": stats([f / t for f, t in zip(floor, totals)]),
+            "versus": "health Check",
+        })
+    base = runs.get("ingest LOAD DATA")
     for name, rs in runs.items():
         if not name.startswith("ingest") or not base:
             continue
@@ -264,10 +278,11 @@ def table(summary: dict) -> str:
     ceilings = summary.get("cpu_ceilings")
     if ceilings:
         lines += ["", f"CPU ceilings ({summary['environment'].get('cpus')} cores): all processes' "
-                  "CPU per record; the rate that would keep every core busy; the share of it "
-                  "reached; that rate / LOAD DATA's (the best ratio this CPU per record allows)",
-                  f"{'benchmark':<36} {'µs/record':>10} {'ceiling/s':>12} {'reached':>8} "
-                  f"{'ceiling/LOAD DATA':>18}"]
+                  "CPU per item; the rate that would keep every core busy; the share of it "
+                  "reached; the best ratio this CPU per item allows (ingest: that rate / LOAD "
+                  "DATA's measured rate; Get, Put: the health Check's CPU per call / theirs)",
+                  f"{'benchmark':<36} {'µs/item':>10} {'ceiling/s':>12} {'reached':>8} "
+                  f"{'best ratio':>18}"]
         for c in ceilings:
             lines.append(f"{c['name']:<36} {c['cpu_us_per_record']['median']:>10.1f} "
                          f"{c['ceiling_per_s']['median']:>12,.0f} {c['used']['median']:>8.2f} "
