@@ -1,5 +1,5 @@
-"""The floor under "ingest with a watcher >= 0.75x LOAD DATA": LOAD DATA with nothing but a
-bare binlog reader decoding every row, against LOAD DATA alone, in one run.
+"""The floor under "ingest with a watcher >= 0.75x LOAD DATA": LOAD DATA with kvgrpc's feed
+reading every row in a process of its own, against LOAD DATA alone, in one run.
 
     .venv/bin/python bench/feed_floor.py [--records 1000000] [--repeat 3]
 
@@ -103,7 +103,7 @@ def main() -> int:
                 print(f"repeat {i + 1}: LOAD DATA {args.records / alone[-1]:,.0f} rows/s; with the "
                       f"reader {args.records / with_reader[-1]:,.0f} rows/s; ratio {ratios[-1]:.2f}; "
                       f"reader CPU {reader_cpu[-1]:.1f} µs/row", flush=True)
-            print(f"LOAD DATA with a bare binlog reader / LOAD DATA alone: median "
+            print(f"LOAD DATA with the feed reading every row / LOAD DATA alone: median "
                   f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); reader CPU "
                   f"{statistics.median(reader_cpu):.1f} µs per row (kvgrpc's feed)")
         finally:
