@@ -28,14 +28,10 @@ import harness
 
 def load(sandbox: harness.Sandbox, csv: Path, table: str) -> float:
     """Seconds to LOAD DATA ``csv`` into ``table`` until the replica has applied it."""
-    cnx = sandbox.connect("master", allow_local_infile=True, allow_local_infile_in_path=str(csv.parent))
+    cnx = sandbox.loader(csv)
     try:
-        cur = cnx.cursor()
         started = time.perf_counter()
-        cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` FIELDS TERMINATED BY ',' "
-            "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES (k, v)",
-            (str(csv),))
+        harness.load_data(cnx, table, csv)
         sandbox.wait_replica()
         return time.perf_counter() - started
     finally:

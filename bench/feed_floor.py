@@ -54,11 +54,9 @@ print(rows, usage.ru_utime + usage.ru_stime, flush=True)
 
 
 def load(sandbox: harness.Sandbox, csv: Path) -> None:
-    cnx = sandbox.connect("master", allow_local_infile=True, allow_local_infile_in_path=str(csv.parent))
+    cnx = sandbox.loader(csv)
     try:
-        cnx.cursor().execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{TABLE}` FIELDS TERMINATED BY ',' "
-            "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES (k, v)", (str(csv),))
+        harness.load_data(cnx, TABLE, csv)
     finally:
         cnx.close()
 

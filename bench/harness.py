@@ -223,6 +223,14 @@ def _connect_url(url: str, **extra):
         autocommit=True, **extra)
 
 
+def load_data(cnx, table: str, csv: Path) -> None:
+    """``LOAD DATA LOCAL INFILE`` of a :func:`write_csv` file into ``table`` over ``cnx``
+    (a :meth:`Sandbox.loader` connection): the benchmarks' baseline ingest."""
+    cnx.cursor().execute(
+        f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` FIELDS TERMINATED BY ',' "
+        "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES (k, v)", (str(csv),))
+
+
 class Sandbox:
     """A master + one GTID replica started by scripts/mysql-sandbox.sh in ``directory``."""
 
@@ -269,6 +277,11 @@ class Sandbox:
     def connect(self, role: str, **extra):
         """A new autocommit connection as the application account."""
         return _connect_url(self.url(role), **extra)
+
+    def loader(self, csv: Path):
+        """A master connection that may send the server ``csv`` (and only files beside it)
+        for :func:`load_data`."""
+        return self.connect("master", allow_local_infile=True, allow_local_infile_in_path=str(csv.parent))
 
     def _cursor(self, role: str):
         """A cursor on a connection kept open for the benchmark's own queries."""

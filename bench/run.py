@@ -182,17 +182,12 @@ class Context:
 def ingest_load_data(ctx: Context) -> Run:
     """LOAD DATA LOCAL INFILE into an empty table, until the replica has applied it."""
     ctx.sandbox.empty_table(LOAD_TABLE)
-    cnx = ctx.sandbox.connect("master", allow_local_infile=True,
-                              allow_local_infile_in_path=str(ctx.ingest_csv.parent))
+    cnx = ctx.sandbox.loader(ctx.ingest_csv)
     meter = ctx.meter(in_process_client=True)
     try:
-        cur = cnx.cursor()
         meter.start()
         started = time.perf_counter()
-        cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{LOAD_TABLE}` FIELDS TERMINATED BY ',' "
-            "OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES (k, v)",
-            (str(ctx.ingest_csv),))
+        harness.load_data(cnx, LOAD_TABLE, ctx.ingest_csv)
         ctx.sandbox.wait_replica()
         seconds = time.perf_counter() - started
         cpu = meter.stop()
