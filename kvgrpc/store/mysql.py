@@ -771,8 +771,8 @@ class MySQLStore:
         key's version) and one round trip. On MariaDB the upsert is the transaction
         (autocommit) and ``RETURNING`` gives each row's version after it, in row order: a
         key written k times in the group gets k versions. Two statements, against five
-        for an explicit transaction: ~22% less master CPU and ~26% less driver CPU per
-        group (measured, 4-row groups). MySQL has no ``RETURNING``: there the keys'
+        for an explicit transaction: ~30% less master CPU and driver CPU per group
+        (``bench/group_commit_sql.py``). MySQL has no ``RETURNING``: there the keys'
         versions are read inside the transaction (the upsert's row locks hold them) and
         each op's own version counts back from the last."""
         upsert = self._sql_put_many.replace("(%s, %s)", ", ".join(["(%s, %s)"] * len(ops)), 1)
