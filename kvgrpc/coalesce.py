@@ -50,7 +50,7 @@ class Coalescer(Generic[Op, Result]):
         self._queue: collections.deque[tuple[Op, asyncio.Future]] = collections.deque()
         self._running: asyncio.Task | None = None  # the group in flight
         self._starting = False  # a group starts on the loop's next turn
-        self.groups = 0  # groups of two or more ops run, and the ops in them: metrics, tests
+        self.groups = 0  # groups of two or more ops run, and the ops in them (kvgrpc.metrics)
         self.grouped_ops = 0
 
     async def submit(self, op: Op) -> Result:

@@ -1,9 +1,14 @@
 """Prometheus metrics of a kvgrpc server, served over HTTP (``--metrics-port``).
 
 - ``kvgrpc_rpc_requests_total{method, code}`` and ``kvgrpc_rpc_duration_seconds{method,
-  code}`` (a histogram) for every unary and client-streaming call, measured by a server
-  interceptor, so refused calls (UNAUTHENTICATED, RESOURCE_EXHAUSTED...) count too;
+  code}`` (a histogram) for every unary and client-streaming call, observed by the
+  handler as it ends, refused calls (UNAUTHENTICATED, RESOURCE_EXHAUSTED...) included;
+  and for every Watch as it ends (cancelled by its client: OK);
 - ``kvgrpc_records_written_total``: records committed by Put and StreamPut;
+- ``kvgrpc_coalesced_groups_total{kind}`` and ``kvgrpc_coalesced_calls_total{kind}``
+  (``kind`` ``read`` or ``write``): the groups of two or more concurrent Gets (one SELECT)
+  or Puts/Deletes (one transaction) the server ran, and the calls in them
+  (:mod:`kvgrpc.coalesce`); calls / groups is the mean group size;
 - per database endpoint (``endpoint``, ``role`` labels), read at scrape time from the
   service's measured state: ``kvgrpc_endpoint_up``, ``kvgrpc_endpoint_healthy``,
   ``kvgrpc_replica_lag_seconds``, ``kvgrpc_pool_connections_in_use``,
@@ -62,8 +67,24 @@ class _EndpointCollector:
         return [up, healthy, lag, in_use, size, written]
 
 
+class _GroupCollector:
+    """Reads the coalescers' counts of shared groups at scrape time."""
+
+    def __init__(self, coalescers: dict) -> None:
+        self._coalescers = coalescers  # kind -> kvgrpc.coalesce.Coalescer
+
+    def collect(self):
+        groups = CounterMetricFamily("kvgrpc_coalesced_groups",
+                                     "Groups of two or more concurrent calls run as one.", labels=["kind"])
+        calls = CounterMetricFamily("kvgrpc_coalesced_calls", "Calls run in those groups.", labels=["kind"])
+        for kind, coalescer in self._coalescers.items():
+            groups.add_metric([kind], coalescer.groups)
+            calls.add_metric([kind], coalescer.grouped_ops)
+        return [groups, calls]
+
+
 class Metrics:
-    """The metrics of one server: an interceptor to install, and an HTTP endpoint."""
+    """The metrics of one server: what its handlers observe, and an HTTP endpoint."""
 
     def __init__(self, service) -> None:
         self.registry = CollectorRegistry()
@@ -73,6 +94,10 @@ class Metrics:
                                    ["method", "code"], buckets=_BUCKETS, registry=self.registry)
         self.registry.register(_EndpointCollector(service))
         self._http: http.server.ThreadingHTTPServer | None = None
+
+    def count_groups(self, **coalescers) -> None:
+        """Exports the shared groups of these coalescers (by kind: ``read=``, ``write=``)."""
+        self.registry.register(_GroupCollector(coalescers))
 
     def serve(self, host: str = DEFAULT_METRICS_HOST, port: int = 0, *, token: str | None = None) -> int:
         """Serves /metrics over HTTP on ``host`` (default: loopback only); returns the port

@@ -791,6 +791,8 @@ class KeyValueServer:
         ceiling = c.max_concurrent_rpcs + c.max_streams + c.max_watches + 256
         self._grpc = grpc.aio.server(options=self._options(), maximum_concurrent_rpcs=ceiling)
         self.servicer = _Servicer(self)
+        if self.metrics is not None:
+            self.metrics.count_groups(read=self.servicer.reads, write=self.servicer.writes)
         self._grpc.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._grpc)
         # Server reflection: `grpcurl -plaintext HOST:PORT list` / `describe` need no proto file.

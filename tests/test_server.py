@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -353,6 +354,8 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
     with server.client() as kv:
         kv.put("m", b"1")
         kv.stream_put((f"m{i}", b"v") for i in range(30))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # concurrent Puts share groups
+            list(pool.map(lambda i: kv.put(f"c{i % 8}", b"v"), range(64)))
         with pytest.raises(NotFound):
             kv.get("absent", consistency="strong")
         with pytest.raises(InvalidArgument):
@@ -361,13 +364,18 @@ def test_prometheus_metrics(start_server, sandbox, table_name):
             next(kv.watch("m", start_revision=10**12))
     url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
-    assert 'kvgrpc_rpc_requests_total{code="OK",method="Put"} 1.0' in text
+    assert 'kvgrpc_rpc_requests_total{code="OK",method="Put"} 65.0' in text
     assert 'kvgrpc_rpc_requests_total{code="OK",method="StreamPut"} 1.0' in text
     assert 'kvgrpc_rpc_requests_total{code="NOT_FOUND",method="Get"} 1.0' in text
     assert 'kvgrpc_rpc_requests_total{code="INVALID_ARGUMENT",method="Put"} 1.0' in text
-    assert 'kvgrpc_rpc_duration_seconds_bucket{code="OK",le="+Inf",method="Put"} 1.0' in text
+    assert 'kvgrpc_rpc_duration_seconds_bucket{code="OK",le="+Inf",method="Put"} 65.0' in text
     assert 'kvgrpc_rpc_requests_total{code="OUT_OF_RANGE",method="Watch"} 1.0' in text
-    assert "kvgrpc_records_written_total 31.0" in text
+    assert "kvgrpc_records_written_total 95.0" in text
+    writes = server.server.servicer.writes
+    assert writes.groups > 0
+    assert f'kvgrpc_coalesced_groups_total{{kind="write"}} {float(writes.groups)}' in text
+    assert f'kvgrpc_coalesced_calls_total{{kind="write"}} {float(writes.grouped_ops)}' in text
+    assert 'kvgrpc_coalesced_groups_total{kind="read"} 0.0' in text  # one Get: no group
     assert 'kvgrpc_pool_connections_max{endpoint="master",role="master"} 8.0' in text
     assert 'kvgrpc_endpoint_up{endpoint="replica-0",role="replica"} 1.0' in text
     assert "kvgrpc_replica_lag_seconds{" in text
