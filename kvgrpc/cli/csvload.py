@@ -362,7 +362,7 @@ def _load_start(client: KeyValueClient, args, load_id: str, err) -> int:
     try:
         start = client.get_load(load_id).committed
     except NotFound:
-        print(f"load {load_id}: the server has no record of it; starting from the first "
+        print(f"load {load_id}: none of its records is committed; sending from the first "
               "record", file=err)
         return 0
     except Internal as exc:  # UNIMPLEMENTED: a server without named loads

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -81,6 +82,9 @@ _SEMI_SYNC_STATUS_SQL = (
 #: Client error numbers that mean "the server cannot be reached or the link broke".
 _CONNECTION_ERRNOS = frozenset({2002, 2003, 2005, 2006, 2013, 2026, 2027, 2048, 2055})
 _CONFLICT_ERRNOS = frozenset({1205, 1213})  # lock wait timeout, deadlock
+_DEADLOCK_ERRNO = 1213
+#: How many times put_many runs a batch InnoDB rolled back as a deadlock's victim.
+DEADLOCK_ATTEMPTS = 5
 _TOO_BIG_ERRNOS = frozenset({1153, 1301, 2020})  # packet too large
 #: --read-only (1290), and 1836 ("running in read-only mode"): a replica configured as the
 #: master, or a master fenced by a switchover or turned into a reader behind a fixed endpoint.
@@ -356,9 +360,13 @@ class MySQLStore:
             " updated TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),"
             " PRIMARY KEY (tbl, load_id), KEY (updated)) ENGINE=InnoDB"
         )
-        # The batch's transaction locks the load's row (or, when there is none yet, the gap
-        # where it goes) first: a second stream of the same load through another server
-        # waits, then finds a count it did not expect (or deadlocks and is rolled back).
+        # The batch's transaction locks the load's row first: a second stream of the same
+        # load through another server waits, then finds a count it did not expect. A new
+        # load's row is inserted (committed 0) before it is locked: a locking read of a
+        # row that does not exist locks the gap where it would go, and two new loads
+        # holding the same gap deadlock when each then inserts its row there.
+        self._sql_load_claim = (f"INSERT INTO `{LOADS_TABLE}` (tbl, load_id, committed) VALUES "
+                                "(%s, %s, 0) ON DUPLICATE KEY UPDATE committed = committed")
         self._sql_load_lock = (f"SELECT committed FROM `{LOADS_TABLE}` "
                                "WHERE tbl = %s AND load_id = %s FOR UPDATE")
         self._sql_load_set = (
@@ -583,8 +591,27 @@ class MySQLStore:
 
     def put_many(self, records: Sequence[tuple[bytes, bytes]],
                  progress: LoadMark | None = None) -> Commit:
+        """A batch in one transaction. A batch chosen as a deadlock's victim (streams
+        writing the same keys in different orders) was rolled back whole, so it is run
+        again, up to ``DEADLOCK_ATTEMPTS`` times in all, after a short random pause
+        (within the call's deadline); then the stream ends with Aborted."""
         if not records:
             return NO_COMMIT
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return self._put_many(records, progress)
+            except Aborted as exc:
+                pause = random.uniform(0.005, 0.02) * attempt
+                if (attempt == DEADLOCK_ATTEMPTS or time_left(pause) < pause
+                        or getattr(exc.__cause__, "errno", None) != _DEADLOCK_ERRNO):
+                    raise
+                _LOGGER.info("a batch of %d records was a deadlock's victim on %s; running it "
+                             "again (attempt %d of %d)", len(records), self.description,
+                             attempt + 1, DEADLOCK_ATTEMPTS)
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _put_many(self, records: Sequence[tuple[bytes, bytes]], progress: LoadMark | None) -> Commit:
         if len(records) >= BULK_LOAD_MIN_RECORDS and self._bulk_load:
             commit = self._load_new_keys(records, progress)
             if commit is not None:
@@ -609,7 +636,9 @@ class MySQLStore:
         at ``progress.before`` (Aborted otherwise; the caller rolls back)."""
         if progress is None:
             return
-        cur.execute(self._sql_load_lock, (self.table, progress.load_id.encode("utf-8")))
+        load_id = progress.load_id.encode("utf-8")
+        cur.execute(self._sql_load_claim, (self.table, load_id))
+        cur.execute(self._sql_load_lock, (self.table, load_id))
         row = cur.fetchone()
         found = 0 if row is None else int(row[0])
         if found != progress.before:
