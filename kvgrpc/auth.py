@@ -29,11 +29,17 @@ AUTHORIZATION = "authorization"
 
 
 def load_tokens(environ_value: str | None, path: str | None) -> list[str]:
-    """Tokens from a comma-separated value and/or a file of one token per line."""
+    """Tokens from a comma-separated value and/or a file of one token per line (blank
+    lines and ``#`` comments skipped). A file that holds no token is an error (ValueError),
+    not "no authentication": the server would otherwise start open to anyone."""
     tokens = [t.strip() for t in (environ_value or "").split(",") if t.strip()]
     if path:
-        tokens += [line.strip() for line in Path(path).read_text().splitlines()
-                   if line.strip() and not line.lstrip().startswith("#")]
+        listed = [line.strip() for line in Path(path).read_text().splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")]
+        if not listed:
+            raise ValueError(f"{path} holds no token (one per line; blank lines and # comments "
+                             "are skipped); refusing to start without authentication")
+        tokens += listed
     return tokens
 
 

@@ -312,6 +312,30 @@ class _ReadTimeouts:
             self._sweeper.cancel()
 
 
+class _UndecodableMetadata(logging.Filter):
+    """Keeps grpc from logging what any client can send: grpc logs a metadata value that
+    is not UTF-8 at ERROR, with the value (which can be a bearer token) and a traceback,
+    twice per call (then decodes it as Latin-1, and the call goes on: a token so mangled is
+    refused as UNAUTHENTICATED). This filter drops those records; instead one line, without
+    the value, says such calls came, at most once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = RateLimitedLog(logging.getLogger("kvgrpc.decoding"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Invalid encoding on"):
+            self._log.warning("metadata", "a call carried a metadata value that is not UTF-8 "
+                              "(not shown; decoded as Latin-1)")
+            return False
+        return True
+
+
+_GRPC_LOGGER = logging.getLogger("grpc._cython.cygrpc")
+if not any(isinstance(f, _UndecodableMetadata) for f in _GRPC_LOGGER.filters):
+    _GRPC_LOGGER.addFilter(_UndecodableMetadata())
+
+
 # --------------------------------------------------------------------------------------
 # Servicer
 # --------------------------------------------------------------------------------------
@@ -1039,8 +1063,7 @@ def config_from_args(
         allow_insecure_public=args.allow_insecure_public,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        metrics_token=(Path(args.metrics_token_file).read_text().strip()
-                       if args.metrics_token_file else None),
+        metrics_token=_metrics_token(args.metrics_token_file),
         keepalive_time=args.keepalive_time,
         keepalive_timeout=args.keepalive_timeout,
         reuse_port=args.processes > 1,
@@ -1052,6 +1075,18 @@ def config_from_args(
     if args.processes > 1 and args.port == 0:
         raise ValueError("--processes needs a fixed --port (the processes share it)")
     return config, (args.log_level, args.log_format), args.processes
+
+
+def _metrics_token(path: str | None) -> str | None:
+    """The token the metrics endpoint requires (``--metrics-token-file``); an empty file is
+    an error, not an open endpoint."""
+    if path is None:
+        return None
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"{path} (--metrics-token-file) is empty; refusing to serve metrics "
+                         "without the token")
+    return token
 
 
 def _exposure_problem(config: ServerConfig) -> str | None:

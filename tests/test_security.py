@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kvgrpc import kv_pb2
 from kvgrpc.errors import Unauthenticated, Unavailable
 
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -68,6 +69,56 @@ def test_token_required(start_server, tmp_path, caplog, client_kind):
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
+
+
+def _raw_get(target: str, headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """A Get sent as raw HTTP/2 frames (grpc clients refuse metadata that is not UTF-8);
+    returns the response's trailers (grpc-status, grpc-message)."""
+    import socket
+    import struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False))
+        conn.initiate_connection()
+        conn.send_headers(1, [(b":method", b"POST"), (b":scheme", b"http"),
+                              (b":path", b"/kvgrpc.v1.KeyValue/Get"), (b":authority", b"localhost"),
+                              (b"content-type", b"application/grpc"), (b"te", b"trailers"), *headers])
+        body = kv_pb2.GetRequest(key="k").SerializeToString()
+        conn.send_data(1, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        trailers: dict[bytes, bytes] = {}
+        while b"grpc-status" not in trailers:
+            data = sock.recv(65536)
+            assert data, "the server closed the connection without a status"
+            for event in conn.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    trailers.update(dict(event.headers))
+            sock.sendall(conn.data_to_send())
+        return trailers
+
+
+def test_metadata_that_is_not_utf8_is_refused_and_not_logged(start_server, tmp_path, caplog):
+    """grpc logs such a value, a token with it, with a traceback per call: kvgrpc keeps
+    that out of its log and says only that such calls came, once."""
+    caplog.set_level(logging.INFO)  # (h2's DEBUG lines show the headers this client sends)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), auth_tokens=(TOKEN,))
+    for _ in range(5):
+        trailers = _raw_get(server.target, [(b"authorization", f"Bearer {TOKEN}".encode() + b"\xff")])
+        assert trailers[b"grpc-status"] == str(grpc.StatusCode.UNAUTHENTICATED.value[0]).encode()
+        trailers = _raw_get(server.target, [(b"authorization", f"Bearer {TOKEN}".encode()),
+                                            (b"x-note", b"caf\xe9 \xff")])
+        assert trailers[b"grpc-status"] == str(grpc.StatusCode.NOT_FOUND.value[0]).encode()
+    assert TOKEN not in caplog.text and "Invalid encoding" not in caplog.text
+    assert "Traceback" not in caplog.text
+    notes = [r for r in caplog.records if "metadata value that is not UTF-8" in r.getMessage()]
+    assert len(notes) == 1
 
 
 def test_tls_and_a_wrong_ca(start_server, tmp_path, pki, client_kind):
@@ -127,3 +178,21 @@ def test_cli_with_tls_and_token_and_no_secret_in_server_log(tmp_path, pki, sandb
         proc.terminate()
         log += proc.communicate(timeout=30)[1]
     assert TOKEN not in log and password not in log
+
+
+@pytest.mark.parametrize(("flag", "content"), [
+    ("--auth-tokens-file", ""), ("--auth-tokens-file", "\n  \n"),
+    ("--auth-tokens-file", "# the tokens\n\n"), ("--metrics-token-file", ""),
+    ("--metrics-token-file", " \n")])
+def test_a_token_file_without_a_token_refuses_to_start(tmp_path, flag, content):
+    """An empty tokens file would otherwise mean no authentication at all."""
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(content)
+    extra = ["--metrics-port", "0"] if flag == "--metrics-token-file" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "kvgrpc.server", "--port", "0", "--sqlite",
+         str(tmp_path / "kv.sqlite3"), flag, str(tokens), *extra],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert str(tokens) in result.stderr and "refusing to" in result.stderr
+    assert "Traceback" not in result.stderr
