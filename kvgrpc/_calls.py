@@ -287,10 +287,23 @@ class BatchGetRounds:
 # --------------------------------------------------------------------------------------
 
 
+#: Room left in a StreamPut message for what is not a record (the load's name and start).
+STREAM_MESSAGE_OVERHEAD = 1024
+
+
+def stream_batch_bytes(batch_bytes: int, limits: Limits | None) -> int:
+    """The byte budget of a StreamPut message: the client's ``batch_bytes``, within the
+    largest message the server accepts (``limits``, when known: a bigger message would be
+    refused whole, RESOURCE_EXHAUSTED, committing nothing of it)."""
+    if limits is None:
+        return batch_bytes
+    return max(1, min(batch_bytes, limits.max_receive_message_bytes - STREAM_MESSAGE_OVERHEAD))
+
+
 class StreamBatcher:
     """Groups records into ``StreamPutRequest`` messages of at most ``batch_records``
-    records / ``batch_bytes`` bytes; the first message carries ``load_id`` and
-    ``start_index`` when a load is named."""
+    records / ``batch_bytes`` bytes as encoded (a message holds at least one record); the
+    first message carries ``load_id`` and ``start_index`` when a load is named."""
 
     def __init__(self, batch_records: int, batch_bytes: int, *, load_id: str | None = None,
                  start_index: int = 0) -> None:
@@ -309,7 +322,7 @@ class StreamBatcher:
     def add(self, key: str, value: Value) -> kv_pb2.StreamPutRequest | None:
         """Adds a record; returns a full message to send first, if any."""
         pair = kv_pb2.KeyValuePair(key=key, value=as_bytes(value))
-        pair_size = len(pair.key) + len(pair.value) + 8
+        pair_size = pair.ByteSize() + 6  # as encoded, with its tag and length in the message
         out = None
         if self._batch and (len(self._batch) >= self._batch_records
                             or self._size + pair_size > self._batch_bytes):

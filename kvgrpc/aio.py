@@ -89,6 +89,7 @@ class KeyValueClient:
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
+        self._limits: Limits | None = None  # the server's, once asked (limits())
         self.read_your_writes = read_your_writes
         self.retry = retry
         self._token = ""
@@ -178,7 +179,8 @@ class KeyValueClient:
         one call, in order; returns how many were committed.
 
         Records are sent in messages of up to ``batch_records`` records / ``batch_bytes``
-        bytes, read lazily; ``on_sent(n)`` is called as each message is sent. With
+        bytes, never larger than the server accepts (its limits are asked once per client),
+        read lazily; ``on_sent(n)`` is called as each message is sent. With
         ``load_id`` the stream belongs to that named load and its first record is the
         load's record ``start_index``: records the load already committed are skipped by
         the server, not written again. On failure the raised error's ``committed`` says
@@ -190,8 +192,12 @@ class KeyValueClient:
         # TODO(lead, at merge): retry a re-iterable source by itself on UNAVAILABLE from
         # the exact point (GetLoad, skip that many; an auto-generated load_id for unnamed
         # streams), as the contract asks of the blocking client once it does so.
-        batcher = _calls.StreamBatcher(self.batch_records, self.batch_bytes, load_id=load_id,
-                                       start_index=start_index)
+        if self._limits is None:
+            with contextlib.suppress(KvError):  # then the stream itself says what is wrong
+                await self.limits()
+        batcher = _calls.StreamBatcher(self.batch_records,
+                                       _calls.stream_batch_bytes(self.batch_bytes, self._limits),
+                                       load_id=load_id, start_index=start_index)
         source_error: list[BaseException] = []
         messages = _messages(records, batcher, on_sent, source_error)
         try:
@@ -275,8 +281,10 @@ class KeyValueClient:
         return _calls.endpoints_from(await self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
 
     async def limits(self) -> Limits:
-        """The sizes and counts the server accepts and sends (``GetStatus``'s limits)."""
-        return _calls.limits_from(await self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
+        """The sizes and counts the server accepts and sends (``GetStatus``'s limits).
+        Kept: :meth:`stream_put` sizes its messages to fit."""
+        self._limits = _calls.limits_from(await self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
+        return self._limits
 
     async def get_load(self, load_id: str) -> LoadProgress:
         """The progress of the named load ``load_id``; NotFound when unknown or expired."""

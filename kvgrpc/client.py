@@ -26,6 +26,7 @@ UNAVAILABLE (:class:`RetryPolicy`); writes are not. For asyncio services,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import sys
@@ -149,6 +150,7 @@ class KeyValueClient:
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
+        self._limits: Limits | None = None  # the server's, once asked (limits())
         self.retry = retry
         options = _calls.channel_options("," in target, retry)
         if tls or ca_file or cert_file:
@@ -292,8 +294,10 @@ class KeyValueClient:
 
     def limits(self) -> Limits:
         """The sizes and counts the server accepts and sends (``GetStatus``'s limits); a
-        server too old to report them yields the defaults of :class:`~kvgrpc.records.Limits`."""
-        return _calls.limits_from(self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
+        server too old to report them yields the defaults of :class:`~kvgrpc.records.Limits`.
+        Kept: :meth:`stream_put` sizes its messages to fit."""
+        self._limits = _calls.limits_from(self._call(self._stub.GetStatus, kv_pb2.GetStatusRequest()))
+        return self._limits
 
     def get_load(self, load_id: str) -> LoadProgress:
         """The progress of a named load (a :meth:`stream_put` with ``load_id``): how many of
@@ -314,7 +318,8 @@ class KeyValueClient:
         committed (all of them when it returns).
 
         Records are sent in messages of up to ``batch_records`` records / ``batch_bytes``
-        bytes, read lazily from ``records`` (memory stays flat). ``on_sent(n)`` is called
+        bytes, and never larger than the server accepts (its limits are asked once per
+        client), read lazily from ``records`` (memory stays flat). ``on_sent(n)`` is called
         after each message with the number of records it carried (records sent again
         by a retry are reported again).
 
@@ -394,8 +399,12 @@ class KeyValueClient:
         self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None,
         load_id: str | None = None, start_index: int = 0,
     ) -> Iterator[kv_pb2.StreamPutRequest]:
-        batcher = _calls.StreamBatcher(self.batch_records, self.batch_bytes, load_id=load_id,
-                                       start_index=start_index)
+        if self._limits is None:
+            with contextlib.suppress(KvError):  # then the stream itself says what is wrong
+                self.limits()
+        batcher = _calls.StreamBatcher(self.batch_records,
+                                       _calls.stream_batch_bytes(self.batch_bytes, self._limits),
+                                       load_id=load_id, start_index=start_index)
         return _calls.stream_messages(records, batcher, on_sent)
 
 

@@ -31,7 +31,7 @@ from kvgrpc.records import Limits, Record
 from kvgrpc.server import KeyValueServer, ServerConfig
 from kvgrpc.store.base import WriteOp
 from kvgrpc.store import MySQLEndpoint
-from tests.conftest import open_client
+from tests.conftest import open_client, run_cli
 
 
 def settle(server, request) -> None:
@@ -143,6 +143,29 @@ def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_s
     with server.client() as kv:
         with pytest.raises(ResourceExhausted, match=str(2 << 20)):
             kv.put("huge", b"x" * (3 << 20))
+
+
+def test_streams_fit_their_messages_to_the_servers_limit(start_server, tmp_path, client_kind):
+    """The client's default batch (1 MiB) is larger than this server accepts (20 KB): the
+    library asks the server's limits and sends messages that fit (was: every message
+    refused, nothing committed)."""
+    limits = Limits(max_receive_message_bytes=20_000, max_value_bytes=2_000)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=limits)
+    records = [(f"fit{i:03d}", bytes([65 + i % 26]) * 1_000) for i in range(100)]
+    with server.client() as kv:
+        assert kv.stream_put(records) == 100
+        assert kv.stream_put(records, load_id="fitted") == 100
+        assert kv.batch_get([k for k, _ in records]) == dict(records)
+
+
+def test_the_cli_fits_its_messages_to_the_servers_limit(start_server, tmp_path):
+    limits = Limits(max_receive_message_bytes=20_000, max_value_bytes=2_000)
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=limits)
+    path = tmp_path / "records.csv"
+    path.write_text("key,value\n" + "".join(f"c{i},{'v' * 1000}\n" for i in range(100)))
+    result = run_cli("--target", server.target, "stream", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("100 records committed")
 
 
 def test_database_unreachable_is_unavailable(start_server, table_name, client_kind):

@@ -24,7 +24,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass
 from typing import TextIO
 
 from kvgrpc.cli.output import count, json_line
@@ -234,16 +234,12 @@ def _not_utf8(field: bytes, exc: UnicodeDecodeError, what: str) -> str:
 
 
 def server_limits(client: KeyValueClient) -> Limits:
-    """The server's limits (GetStatus); the defaults for any it does not report (a server
-    older than ServerLimits answers zeros, or UNIMPLEMENTED)."""
-    defaults = Limits()
+    """The server's limits (GetStatus; the defaults for any it does not report); the
+    defaults when it answers UNIMPLEMENTED (a server older than GetStatus)."""
     try:
-        reported = client.limits()
+        return client.limits()
     except Internal:  # UNIMPLEMENTED (and other unmapped codes) arrive as Internal
-        return defaults
-    return Limits(**{
-        f.name: getattr(reported, f.name) or getattr(defaults, f.name) for f in dataclass_fields(Limits)
-    })
+        return Limits()
 
 
 def resume_command(args, load_id: str) -> str:
