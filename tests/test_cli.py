@@ -451,3 +451,15 @@ def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_
     count, versions = table.execute(
         f"SELECT COUNT(*), GROUP_CONCAT(DISTINCT version) FROM {sqlite_server.config.table}").fetchone()
     assert (count, versions) == (200_000, "1")  # the whole file, nothing written twice
+
+
+@pytest.mark.parametrize("args", [["stream", "--batch-size", "0", "x.csv"],
+                                  ["stream", "--batch-size", "-5", "x.csv"],
+                                  ["--timeout", "0", "get", "k"], ["scan", "--limit", "-1"],
+                                  ["watch", "k", "--count", "0"], ["scan", "--limit", "ten"]])
+def test_counts_and_timeouts_must_be_positive(args):
+    """Checked before anything is sent (was: --batch-size 0 streamed on silently)."""
+    result = run_cli("--target", "127.0.0.1:1", *args)
+    assert result.returncode == 2
+    assert re.search(r"error: argument --[a-z-]+: .* (is not greater than 0|is not a number)",
+                     result.stderr), result.stderr

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from kvgrpc.cli.csvload import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, stream_file
 from kvgrpc.cli.output import event_line, json_line, record_line
@@ -26,6 +26,19 @@ from kvgrpc.records import Record
 _BATCH_GET_KEYS = 1000
 
 
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` greater than 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not greater than 0")
+        return value
+    return parse
+
+
 def _add_global_flags(p: argparse.ArgumentParser, *, after_command: bool) -> None:
     """The flags every command takes. Given after the command, they override the ones
     before it (their defaults there are SUPPRESS, so an absent flag changes nothing)."""
@@ -36,7 +49,7 @@ def _add_global_flags(p: argparse.ArgumentParser, *, after_command: bool) -> Non
     p.add_argument("--target", default=default(os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET)),
                    help="server HOST:PORT, or several comma-separated to spread calls over them "
                         f"(default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
-    p.add_argument("--timeout", type=float, default=default(DEFAULT_TIMEOUT), metavar="SECONDS",
+    p.add_argument("--timeout", type=_positive(float), default=default(DEFAULT_TIMEOUT), metavar="SECONDS",
                    help="deadline of each call, and how long watch waits to connect (default 30)")
     p.add_argument("--output", "-o", choices=["text", "json"], default=default("text"),
                    help="text for people (tabs, newlines and non-printing bytes escaped), or "
@@ -88,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "one), in key order: KEY<TAB>VALUE lines")
     scan.add_argument("prefix", nargs="?", default="")
     scan.add_argument("--keys-only", action="store_true", help="print keys only")
-    scan.add_argument("--limit", type=int, metavar="N", help="stop after N records")
+    scan.add_argument("--limit", type=_positive(int), metavar="N", help="stop after N records")
     _add_read_flags(scan)
     command("status", "the server's database endpoints: role, health, lag, pool use")
     stream = command("stream", "load a CSV file of key,value records over one stream, as a "
@@ -99,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--skip-bad", action="store_true",
                         help="report and skip bad rows (bad UTF-8, wrong field count, key or "
                              "value over the server's limits) instead of stopping")
-    stream.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    stream.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
                         help=f"records per message (default {DEFAULT_BATCH_SIZE})")
     stream.add_argument("--load-id", metavar="ID",
                         help="resume the load ID (printed by a run that failed): send only the "
@@ -110,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--prefix", help="watch every key starting with PREFIX ('' for all keys)")
     watch.add_argument("--from-revision", type=int, metavar="N",
                        help="start with the changes after revision N (default: from now)")
-    watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    watch.add_argument("--count", type=_positive(int), metavar="N", help="stop after N events")
     command("shell", "an interactive shell: put, get, del, scan, watch, status")
     return p
 
