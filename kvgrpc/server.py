@@ -928,7 +928,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                    "pools and change feed (default: 1)")
     p.add_argument("--allow-insecure-public", action="store_true",
                    help="allow listening beyond loopback without TLS and tokens (logs a warning)")
-    p.add_argument("--sqlite", metavar="PATH", default="kvgrpc.sqlite3",
+    p.add_argument("--sqlite", metavar="PATH", default=None,
                    help="SQLite file used when no master is configured (default: ./kvgrpc.sqlite3)")
     p.add_argument("--master", metavar="URL", help="mysql://user@host:port/database of the master "
                    "(password from KVGRPC_MYSQL_PASSWORD)")
@@ -1025,6 +1025,12 @@ def config_from_args(
     replica_urls = args.replica if args.replica is not None else [
         url.strip() for url in environ.get("KVGRPC_REPLICA_URL", "").split(",") if url.strip()
     ]
+    if master_url and args.sqlite is not None:
+        source = "--master" if args.master else "KVGRPC_MASTER_URL"
+        raise ValueError(f"--sqlite and a master ({source}) were both given: records are stored "
+                         "in one place; drop one")
+    if args.replica and not master_url:
+        raise ValueError("--replica needs a master (--master or KVGRPC_MASTER_URL)")
     limits = Limits(
         max_value_bytes=args.max_value_bytes, max_receive_message_bytes=args.max_message_bytes,
         max_send_message_bytes=args.max_send_message_bytes,
@@ -1033,7 +1039,7 @@ def config_from_args(
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        sqlite_path=args.sqlite,
+        sqlite_path=args.sqlite or "kvgrpc.sqlite3",
         master=MySQLEndpoint.from_url(master_url, password) if master_url else None,
         replicas=tuple(MySQLEndpoint.from_url(url, password) for url in replica_urls),
         table=args.table,

@@ -30,6 +30,12 @@ from tests.blocking_aio import BlockingAioClient
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The tests say which server and database they use; a shell that exported a sandbox's
+# variables (README: `eval "$(scripts/mysql-sandbox.sh up)"`) must not change that.
+for _name in ("KVGRPC_MASTER_URL", "KVGRPC_REPLICA_URL", "KVGRPC_TARGET", "KVGRPC_TOKEN",
+              "KVGRPC_AUTH_TOKENS"):
+    os.environ.pop(_name, None)
+
 
 def _free_port_pair(count: int = 2) -> int:
     """A port P below the ephemeral range (32768+) such that P .. P+count-1 are free on loopback."""

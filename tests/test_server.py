@@ -168,6 +168,23 @@ def test_the_cli_fits_its_messages_to_the_servers_limit(start_server, tmp_path):
     assert result.stdout.startswith("100 records committed")
 
 
+def test_sqlite_and_a_master_are_exclusive():
+    """Records go to one place: --sqlite with a master (flag or environment) is an error,
+    not a silently ignored flag; so is --replica without a master."""
+    from kvgrpc.server import config_from_args, main
+
+    master = {"KVGRPC_MASTER_URL": "mysql://kvgrpc@127.0.0.1:1/kvgrpc"}
+    with pytest.raises(ValueError, match=r"--sqlite and a master \(KVGRPC_MASTER_URL\)"):
+        config_from_args(["--sqlite", "x.sqlite3"], master)
+    with pytest.raises(ValueError, match=r"--sqlite and a master \(--master\)"):
+        config_from_args(["--sqlite", "x.sqlite3", "--master", master["KVGRPC_MASTER_URL"]], {})
+    with pytest.raises(ValueError, match="--replica needs a master"):
+        config_from_args(["--replica", master["KVGRPC_MASTER_URL"]], {})
+    assert config_from_args([], master)[0].master is not None
+    assert config_from_args(["--sqlite", "x.sqlite3"], {})[0].sqlite_path == "x.sqlite3"
+    assert main(["--sqlite", "x.sqlite3", "--master", master["KVGRPC_MASTER_URL"]]) == 2
+
+
 def test_database_unreachable_is_unavailable(start_server, table_name, client_kind):
     closed = MySQLEndpoint("127.0.0.1", 1, "kvgrpc", "kvgrpc", password="pw-not-shown")
     server = start_server(master=closed, table=table_name)
