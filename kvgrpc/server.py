@@ -568,6 +568,9 @@ class _Servicer:
         try:
             message, index = first, 0
             while message is not None and not draining.done():
+                if index and (message.load_id or message.start_index):
+                    raise InvalidArgument(f"StreamPut message {index} sets load_id or start_index; "
+                                          "they belong in the first message only")
                 await take(message)
                 index += 1
                 read = asyncio.ensure_future(

@@ -8,8 +8,8 @@ import logging
 import grpc
 import pytest
 
-from kvgrpc import kv_pb2
-from kvgrpc.errors import InvalidArgument
+from kvgrpc import kv_pb2, kv_pb2_grpc
+from kvgrpc.errors import InvalidArgument, NotFound
 from kvgrpc.tokens import MAX_TOKEN_CHARS, token_kind
 
 MYSQL_SET = "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5,\n3E11FA47-71CA-11E1-9E33-C80AA9429563:7:9-10"
@@ -98,3 +98,23 @@ def test_undecodable_requests_get_invalid_argument_and_one_log_line(sqlite_serve
     assert len(lines) == 2  # once per method (then at most once a minute)
     with sqlite_server.client() as kv:
         assert kv.get("a") == b"1"
+
+
+@pytest.mark.parametrize("late", [{"load_id": "late"}, {"start_index": 5}])
+def test_load_fields_after_the_first_stream_message_are_refused(any_server, late):
+    """A load's name and start belong in the first message; set later, they would be
+    ignored (was: silently)."""
+    with grpc.insecure_channel(any_server.target) as channel:
+        stub = kv_pb2_grpc.KeyValueStub(channel)
+        messages = [kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key="first", value=b"1")]),
+                    kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key="second", value=b"2")],
+                                            **late)]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.StreamPut(iter(messages), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message 1 sets load_id or start_index" in info.value.details()
+    assert dict(info.value.trailing_metadata())["kvgrpc-committed"] == "1"
+    with any_server.client() as kv:
+        assert kv.get("first", consistency="strong") == b"1"
+        with pytest.raises(NotFound):
+            kv.get("second", consistency="strong")

@@ -181,8 +181,11 @@ def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> It
                 elif block:
                     continue  # the line goes on in the next block
                 elif quotes & 1:
-                    yield BadRow(start, "malformed CSV (a quoted field is not closed before "
-                                        "the end of the file)", skippable=False)
+                    yield BadRow(start, 'malformed CSV: a quote (") here is never closed '
+                                        "before the end of the file: a quoted field not closed, or "
+                                        "a quote inside an unquoted field (a field holding quotes "
+                                        'must be quoted, each quote doubled: "a""b")',
+                                 skippable=False)
                     return
                 # The row is complete.
                 row_start, start = start, 0
