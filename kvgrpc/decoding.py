@@ -6,7 +6,9 @@ message (broken protobuf, or a ``string`` field that is not UTF-8), grpcio's own
 :func:`deserializer` wraps a message parser so that it never raises: it returns an
 :class:`Undecodable` in place of the message, which the server's handlers answer with
 INVALID_ARGUMENT (:func:`undecodable_error`; a StreamPut with the records before the bad
-message committed, like a bad record). Transport code.
+message committed, like a bad record). A message over the server's own size limit becomes
+an :class:`Oversized`, which the handlers answer with RESOURCE_EXHAUSTED naming the limit.
+Transport code.
 """
 
 from __future__ import annotations
@@ -31,11 +33,24 @@ class Undecodable:
         self.reason = reason
 
 
-def deserializer(parse: Callable[[bytes], object], method: str = "") -> Callable[[bytes], object]:
+class Oversized:
+    """Stands for a request message larger than the server accepts (not parsed)."""
+
+    __slots__ = ("method", "size")
+
+    def __init__(self, method: str, size: int) -> None:
+        self.method = method
+        self.size = size
+
+
+def deserializer(parse: Callable[[bytes], object], method: str = "",
+                 max_bytes: int | None = None) -> Callable[[bytes], object]:
     """Returns a parser that gives ``parse(data)``, or an :class:`Undecodable` when that
-    raises (it never raises itself)."""
+    raises, or an :class:`Oversized` for data over ``max_bytes`` (it never raises itself)."""
 
     def parse_or_flag(data: bytes) -> object:
+        if max_bytes is not None and len(data) > max_bytes:
+            return Oversized(method, len(data))
         try:
             return parse(data)
         except Exception as exc:  # DecodeError, or anything a parser may raise on garbage

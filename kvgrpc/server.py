@@ -50,7 +50,7 @@ from kvgrpc import kv_pb2
 from kvgrpc.auth import Authenticator, load_tokens, server_credentials
 from kvgrpc.coalesce import Coalescer
 from kvgrpc.deadlines import MARGIN, call_deadline
-from kvgrpc.decoding import Undecodable, deserializer, undecodable_error
+from kvgrpc.decoding import Oversized, Undecodable, deserializer, undecodable_error
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
@@ -133,10 +133,22 @@ class ServerConfig:
 # --------------------------------------------------------------------------------------
 
 
-def _message_parser(cls) -> Callable[[bytes], Any]:
+#: How much larger than ``--max-message-bytes`` grpc itself lets a request message be
+#: (etcd's "grpc overhead" likewise): a message up to that much over the limit reaches
+#: kvgrpc, which refuses it with an error naming the flag (a StreamPut then says how many
+#: of its records are committed); one larger still is refused by grpc, in its own words.
+RECEIVE_SLACK_BYTES = 512 << 10
+
+
+class _MessageTooLarge(ResourceExhausted):
+    """A request message over --max-message-bytes (a StreamPut commits the records before it)."""
+
+
+def _message_parser(cls, max_bytes: int | None = None) -> Callable[[bytes], Any]:
     """The request deserializer: never raises (grpcio would answer INTERNAL and log a
-    traceback per call); bytes that are not a ``cls`` become an :class:`Undecodable`."""
-    return deserializer(cls.FromString, cls.DESCRIPTOR.full_name)
+    traceback per call); bytes that are not a ``cls`` become an :class:`Undecodable`, more
+    than ``max_bytes`` an :class:`Oversized`."""
+    return deserializer(cls.FromString, cls.DESCRIPTOR.full_name, max_bytes)
 
 
 def _serialize(message) -> bytes:
@@ -352,6 +364,7 @@ class _Servicer:
         self._metrics = server.metrics
         # One line per method when the first undecodable request comes, then one a minute.
         self._decode_log = RateLimitedLog(logging.getLogger("kvgrpc.decoding"))
+        self._max_request = self._config.limits.max_receive_message_bytes
         # Concurrent Puts/Deletes share a transaction, concurrent Gets a SELECT, and each
         # group one handoff to the worker pool (kvgrpc.coalesce).
         self.writes: Coalescer[tuple[WriteOp, float | None], Any] = Coalescer(
@@ -402,6 +415,11 @@ class _Servicer:
         message = await self._server.read_timeouts.read(requests, timeout, what, flag)
         if isinstance(message, Undecodable):
             raise undecodable_error(message, index, log=self._decode_log)
+        if isinstance(message, Oversized):
+            where = "the request" if index is None else f"message {index} of the stream"
+            limit = self._config.limits.max_receive_message_bytes
+            raise _MessageTooLarge(f"{where} is {message.size} bytes; the server accepts messages "
+                                   f"of at most {limit} bytes (--max-message-bytes)")
         return message
 
     async def _fail(self, context, error: BaseException) -> None:
@@ -445,7 +463,8 @@ class _Servicer:
             return reply
 
         return grpc.stream_unary_rpc_method_handler(
-            handle, request_deserializer=_message_parser(request_class), response_serializer=_serialize)
+            handle, request_deserializer=_message_parser(request_class, self._max_request),
+            response_serializer=_serialize)
 
     def _observe(self, name: str, error: BaseException | None, started: float) -> None:
         if self._metrics is not None:
@@ -541,7 +560,7 @@ class _Servicer:
             return reply
 
         return grpc.stream_unary_rpc_method_handler(
-            handle, request_deserializer=_message_parser(kv_pb2.StreamPutRequest),
+            handle, request_deserializer=_message_parser(kv_pb2.StreamPutRequest, self._max_request),
             response_serializer=_serialize)
 
     async def _stream_put(self, first, requests, writer) -> kv_pb2.StreamPutResponse:
@@ -583,7 +602,7 @@ class _Servicer:
             await settle()
             await self._blocking(writer.commit, writer.flush())
             await self._blocking(writer.finish)
-        except InvalidArgument:
+        except (InvalidArgument, _MessageTooLarge):
             await settle()  # the valid records before the bad one are committed
             await self._blocking(writer.commit, writer.flush())
             raise
@@ -623,7 +642,8 @@ class _Servicer:
                 await self._fail(context, exc)
 
         return grpc.stream_stream_rpc_method_handler(
-            handle, request_deserializer=_message_parser(kv_pb2.WatchRequest), response_serializer=_serialize)
+            handle, request_deserializer=_message_parser(kv_pb2.WatchRequest, self._max_request),
+            response_serializer=_serialize)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
@@ -797,7 +817,7 @@ class KeyValueServer:
     def _options(self) -> list[tuple[str, Any]]:
         c = self.config
         return [
-            ("grpc.max_receive_message_length", c.limits.max_receive_message_bytes),
+            ("grpc.max_receive_message_length", c.limits.max_receive_message_bytes + RECEIVE_SLACK_BYTES),
             ("grpc.max_send_message_length", c.limits.max_send_message_bytes),
             ("grpc.max_concurrent_streams", c.max_streams_per_connection),
             ("grpc.so_reuseport", 1 if c.reuse_port else 0),

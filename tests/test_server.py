@@ -28,7 +28,7 @@ from kvgrpc.errors import (
     Unavailable,
 )
 from kvgrpc.records import Limits, Record
-from kvgrpc.server import KeyValueServer, ServerConfig
+from kvgrpc.server import RECEIVE_SLACK_BYTES, KeyValueServer, ServerConfig
 from kvgrpc.store.base import WriteOp
 from kvgrpc.store import MySQLEndpoint
 from tests.conftest import open_client, run_cli
@@ -141,8 +141,31 @@ def test_key_and_value_limits(start_server, tmp_path, client_kind):
 def test_message_over_size_limit_is_resource_exhausted_stating_the_limit(start_server, tmp_path, client_kind):
     server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), limits=Limits(max_receive_message_bytes=2 << 20))
     with server.client() as kv:
-        with pytest.raises(ResourceExhausted, match=str(2 << 20)):
-            kv.put("huge", b"x" * (3 << 20))
+        with pytest.raises(ResourceExhausted,
+                           match=rf"^the request is \d+ bytes; the server accepts messages of at most "
+                                 rf"{2 << 20} bytes \(--max-message-bytes\)$"):
+            kv.put("huge", b"x" * ((2 << 20) + 1000))
+        # Far over (past grpc's own ceiling: the limit and RECEIVE_SLACK_BYTES): grpc's words.
+        with pytest.raises(ResourceExhausted, match=str((2 << 20) + RECEIVE_SLACK_BYTES)):
+            kv.put("huger", b"x" * (3 << 20))
+
+
+def test_a_stream_message_over_the_limit_is_refused_after_committing_the_ones_before(
+        start_server, tmp_path):
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"),
+                          limits=Limits(max_receive_message_bytes=50_000, max_value_bytes=10_000))
+    small = kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key=f"s{i}", value=b"v") for i in range(3)])
+    big = kv_pb2.StreamPutRequest(records=[kv_pb2.KeyValuePair(key=f"b{i}", value=b"x" * 9_000)
+                                           for i in range(7)])
+    with grpc.insecure_channel(server.target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            kv_pb2_grpc.KeyValueStub(channel).StreamPut(iter([small, big]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == (f"message 1 of the stream is {big.ByteSize()} bytes; the server "
+                                    "accepts messages of at most 50000 bytes (--max-message-bytes)")
+    assert dict(info.value.trailing_metadata())["kvgrpc-committed"] == "3"
+    with server.client() as kv:
+        assert kv.batch_get(["s0", "s1", "s2", "b0"]) == {"s0": b"v", "s1": b"v", "s2": b"v"}
 
 
 def test_streams_fit_their_messages_to_the_servers_limit(start_server, tmp_path, client_kind):
