@@ -168,6 +168,13 @@ class BinlogFeed:
                 except (_StreamLost, OSError) as exc:
                     raise _lost(exc) from exc
                 if isinstance(event, MariadbGtidEvent):
+                    # Table ids are the master's in-memory numbers: a restarted master hands
+                    # them out again, so kv's old id may now be another table's. The library
+                    # maps ids from the table-map events it keeps (ours only) and forgets them
+                    # only at a timestamped Rotate, which a restart does not write. Each
+                    # transaction maps its tables again before its rows: forget them all here.
+                    stream.table_map.clear()
+                    checked_tables.clear()
                     current = event.gtid_seq_no if event.domain_id == domain else None
                     standalone = bool(event.flags & _FL_STANDALONE)
                     if current is not None and revision == 0 and start == "" and current != 1:
