@@ -407,22 +407,31 @@ class WatchCursor:
         """A new stream is opened from :attr:`revision`: skip what was already delivered."""
         self._skip = self.beyond
 
-    def events(self, response: kv_pb2.WatchResponse) -> list[Event]:
-        """The events of ``response`` not yet delivered; advances the cursor past them."""
+    def events(self, response: kv_pb2.WatchResponse) -> Iterator[Event]:
+        """The events of ``response`` not yet delivered, one at a time. The cursor moves as
+        each is handed out, not before: while a revision's events are being delivered,
+        :attr:`revision` stays at the one before (a watch reopened from it then sends
+        the rest, and the ones already delivered are skipped)."""
         delete = kv_pb2.EVENT_TYPE_DELETE
-        out = []
-        for e in response.events:
+        events = response.events
+        last = len(events) - 1
+        for i, e in enumerate(events):
             if self._skip:
                 self._skip -= 1
                 continue
             record = e.record
-            out.append(Event(record.key, record.value, record.version, e.revision, e.type == delete))
-        self.beyond += len(out)
+            event = Event(record.key, record.value, record.version, e.revision, e.type == delete)
+            if self.revision is not None and e.revision <= self.revision:
+                pass  # at or below the cursor: nothing to move
+            elif e.revision <= response.revision and (i == last or events[i + 1].revision != e.revision):
+                self.revision, self.beyond = e.revision, 0  # its revision's last event
+            else:
+                self.beyond += 1
+            yield event
         if self.revision is None or response.revision > self.revision:
             self.revision = response.revision
             # The events of this response above its revision (the first chunks of a
             # revision split over several responses) stay counted: a reopened stream
             # sends them again.
-            self.beyond = sum(1 for e in response.events if e.revision > response.revision)
+            self.beyond = sum(1 for e in events if e.revision > response.revision)
             self._skip = 0
-        return out

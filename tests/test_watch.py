@@ -202,6 +202,29 @@ def test_watch_from_a_purged_revision_is_out_of_range(own_sandbox, start_server)
             assert summary(collect(watch, 1)) == [("put", "p/2", b"still watchable from a kept revision", 1)]
 
 
+def test_the_revision_moves_only_once_its_last_event_is_delivered(mysql_server, client_kind):
+    """A StreamPut batch is one revision of many events. ``watch.revision`` is a checkpoint
+    to resume from: while a revision's events are being read it stays at the one before,
+    so a watch reopened from it loses none (was: it moved on at the revision's first event,
+    and a watch resumed from there never saw the rest)."""
+    with mysql_server.client() as kv:
+        kv.put("cp/before", b"0")
+        start = kv.last_revision
+        kv.stream_put([(f"cp/{i}", b"%d" % i) for i in range(10)])
+        batch = kv.last_revision
+        with kv.watch(prefix="cp/", start_revision=start) as watch:
+            events = iter(watch)
+            seen = [next(events) for _ in range(3)]
+            assert {e.revision for e in seen} == {batch}
+            assert watch.revision == start
+            checkpoint = watch.revision
+            seen += [next(events) for _ in range(7)]
+            assert watch.revision == batch
+        with kv.watch(prefix="cp/", start_revision=checkpoint) as resumed:
+            again = collect(resumed, 10)
+    assert [e.key for e in again] == [e.key for e in seen] == [f"cp/{i}" for i in range(10)]
+
+
 def test_watches_read_on_across_master_restarts(own_sandbox, start_server, table_name):
     """A restarted MariaDB numbers its tables again, so after a restart the heartbeat table
     can get the id the records table had before it. A watch from before the restarts must
