@@ -42,8 +42,13 @@ CONSISTENCY: dict[str | None, kv_pb2.ReadConsistency] = {
 
 
 def as_bytes(value: Value) -> bytes:
-    """``value`` as bytes: str is UTF-8 encoded."""
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    """``value`` as bytes: str is UTF-8 encoded; bytes-like objects are copied; anything
+    else is a TypeError (``bytes(5)`` would be five zero bytes)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a value must be bytes or str, not {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------
@@ -260,6 +265,8 @@ class BatchGetRounds:
     """
 
     def __init__(self, keys: Sequence[str]) -> None:
+        if isinstance(keys, (str, bytes)):  # its characters would be taken for keys
+            raise TypeError("keys must be a sequence of keys, not one string")
         self._keys = list(keys)
         self.pending: list[str] = self._keys
         self.rounds = 0
@@ -298,6 +305,14 @@ def stream_batch_bytes(batch_bytes: int, limits: Limits | None) -> int:
     if limits is None:
         return batch_bytes
     return max(1, min(batch_bytes, limits.max_receive_message_bytes - STREAM_MESSAGE_OVERHEAD))
+
+
+def check_stream_start(load_id: str | None, start_index: int) -> None:
+    """A stream_put's ``start_index``: 0 or more, and only with a named load."""
+    if start_index < 0:
+        raise ValueError("start_index must be 0 or more")
+    if start_index and not load_id:
+        raise ValueError("start_index is the index of a named load's first record: it needs load_id")
 
 
 class StreamBatcher:
@@ -339,16 +354,25 @@ class StreamBatcher:
 
 
 def stream_messages(records: Iterable[tuple[str, Value]], batcher: StreamBatcher,
-                    on_sent: Callable[[int], None] | None = None) -> Iterator[kv_pb2.StreamPutRequest]:
+                    on_sent: Callable[[int], None] | None = None,
+                    source_error: list[BaseException] | None = None) -> Iterator[kv_pb2.StreamPutRequest]:
     """The messages of a StreamPut of ``records``, read lazily; ``on_sent(n)`` is called
     after each message is taken by gRPC, with the number of records it carried (what
-    ``KeyValueClient._messages`` does)."""
-    for key, value in records:
-        message = batcher.add(key, value)
-        if message is not None:
-            yield message
-            if on_sent:
-                on_sent(len(message.records))
+    ``KeyValueClient._messages`` does). With ``source_error``, an exception raised by
+    ``records`` (or by a record that is not a ``(str, bytes or str)`` pair) is kept there
+    and ends the stream after the records before it (gRPC would turn it into an opaque
+    status and send none of them); the caller raises it once the stream is answered."""
+    try:
+        for key, value in records:
+            message = batcher.add(key, value)
+            if message is not None:
+                yield message
+                if on_sent:
+                    on_sent(len(message.records))
+    except Exception as exc:
+        if source_error is None:
+            raise
+        source_error.append(exc)
     last = batcher.finish()
     if last is not None:
         yield last

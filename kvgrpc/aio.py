@@ -195,6 +195,7 @@ class KeyValueClient:
         if self._limits is None:
             with contextlib.suppress(KvError):  # then the stream itself says what is wrong
                 await self.limits()
+        _calls.check_stream_start(load_id, start_index)
         batcher = _calls.StreamBatcher(self.batch_records,
                                        _calls.stream_batch_bytes(self.batch_bytes, self._limits),
                                        load_id=load_id, start_index=start_index)
@@ -307,7 +308,7 @@ async def _messages(records: Records, batcher: _calls.StreamBatcher,
                     if on_sent:
                         on_sent(len(message.records))
         else:
-            for message in _calls.stream_messages(records, batcher, on_sent):
+            for message in _calls.stream_messages(records, batcher, on_sent, source_error):
                 yield message
             return  # the last message is sent
     except Exception as exc:  # noqa: BLE001 - raised again by stream_put

@@ -329,6 +329,9 @@ class KeyValueClient:
         error's ``committed`` says how many leading records of ``records`` are committed
         (for a load: the load's committed count minus ``start_index``; when the server
         vanished without saying, the client asks :meth:`get_load`; None if that fails too).
+        An exception raised by ``records`` (or a record that is not a ``(str, bytes or
+        str)`` pair: TypeError) ends the stream: the records before it are committed, and
+        it is raised again with a note of the committed count.
 
         When ``records`` can be iterated again (a list, or any object whose ``__iter__``
         returns a fresh iterator; not an iterator or generator), a stream that fails with
@@ -339,19 +342,19 @@ class KeyValueClient:
         batch, is retried the same way). For this, a stream without ``load_id`` over such
         a source is named by the client (``auto-`` and a random UUID).
         """
-        if start_index < 0:
-            raise ValueError("start_index must be 0 or more")
+        _calls.check_stream_start(load_id, start_index)
         retry = self.stream_retries > 0 and iter(records) is not records
         if load_id is None and retry:
             load_id = f"auto-{uuid.uuid4()}"
         offset = 0  # leading records of `records` known committed, not sent again
         failures = 0
         while True:
+            source_error: list[BaseException] = []  # what `records` raised, if it did
             try:
                 try:
                     reply = self._stub.StreamPut(self._messages(
                         itertools.islice(records, offset, None) if offset else records,
-                        on_sent, load_id, start_index + offset))
+                        on_sent, load_id, start_index + offset, source_error))
                 except grpc.RpcError as exc:
                     raise _error_from(exc) from None
             except (Unavailable, Aborted) as exc:
@@ -381,6 +384,11 @@ class KeyValueClient:
                 self._fill_committed(exc, load_id, start_index)
                 raise
             self._wrote(reply)
+            if source_error:
+                failure = source_error[0]
+                failure.add_note(f"the stream ended there: {offset + reply.committed_count} "
+                                 "records committed")
+                raise failure
             return offset + reply.committed_count
 
     def _fill_committed(self, exc: KvError, load_id: str | None, start_index: int) -> None:
@@ -398,6 +406,7 @@ class KeyValueClient:
     def _messages(
         self, records: Iterable[tuple[str, Value]], on_sent: Callable[[int], None] | None,
         load_id: str | None = None, start_index: int = 0,
+        source_error: list[BaseException] | None = None,
     ) -> Iterator[kv_pb2.StreamPutRequest]:
         if self._limits is None:
             with contextlib.suppress(KvError):  # then the stream itself says what is wrong
@@ -405,7 +414,7 @@ class KeyValueClient:
         batcher = _calls.StreamBatcher(self.batch_records,
                                        _calls.stream_batch_bytes(self.batch_bytes, self._limits),
                                        load_id=load_id, start_index=start_index)
-        return _calls.stream_messages(records, batcher, on_sent)
+        return _calls.stream_messages(records, batcher, on_sent, source_error)
 
 
 class Watch:

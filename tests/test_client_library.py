@@ -261,3 +261,35 @@ def test_stream_messages_name_the_load_in_the_first_message_only():
     empty = list(_calls.stream_messages([], _calls.StreamBatcher(2, 1 << 20, load_id="x", start_index=3)))
     assert [(m.load_id, m.start_index, len(m.records)) for m in empty] == [("x", 3, 0)]
     assert list(_calls.stream_messages([], _calls.StreamBatcher(2, 1 << 20))) == []
+
+
+def test_both_clients_refuse_the_same_bad_arguments_before_sending(start_server, tmp_path, client_kind):
+    """Values are bytes or str (``bytes(5)`` would store five zero bytes), batch_get takes
+    a sequence of keys (a string's characters are not keys), start_index needs a named
+    load; a source that raises or yields a bad record ends the stream after the records
+    before it, which are committed, and the error is raised (was, in the blocking client:
+    INTERNAL "Exception iterating requests!" with nothing committed)."""
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"))
+    with server.client(batch_records=100) as kv:
+        for value in (5, None, 1.5, ["x"]):
+            with pytest.raises(TypeError, match="a value must be bytes or str"):
+                kv.put("typed", value)
+        assert kv.put("typed", bytearray(b"ok")) == 1 and kv.get("typed") == b"ok"
+        with pytest.raises(TypeError, match="not one string"):
+            kv.batch_get("typed")
+        with pytest.raises(ValueError, match="0 or more"):
+            kv.stream_put([("s", b"v")], start_index=-1)
+        with pytest.raises(ValueError, match="needs load_id"):
+            kv.stream_put([("s", b"v")], start_index=3)
+
+        def records(bad):
+            for i in range(1_200):
+                yield f"r{i:04d}", b"v"
+            yield bad
+
+        for bad in (("bad", None), (7, b"v")):
+            with pytest.raises(TypeError) as info:
+                kv.stream_put(records(bad))
+            assert "1200 records committed" in info.value.__notes__[-1]
+        assert len(kv.batch_get([f"r{i:04d}" for i in range(1_000)])) == 1_000
+        assert kv.get("r1199") == b"v"
