@@ -101,12 +101,18 @@ def _encode_page_token(last_key: bytes) -> str:
 
 
 def _decode_page_token(token: str) -> bytes | None:
+    """The last key of the page before; InvalidArgument for anything Scan could not have
+    returned (strict: the token must be exactly the encoding of a key, 1 byte or more)."""
     if not token:
         return None
     try:
         if not token.startswith(_PAGE_TOKEN_PREFIX):
             raise ValueError
-        return base64.urlsafe_b64decode(token[len(_PAGE_TOKEN_PREFIX):].encode("ascii"))
+        key = base64.b64decode(token[len(_PAGE_TOKEN_PREFIX):].encode("ascii"), altchars=b"-_",
+                               validate=True)
+        if not key or _encode_page_token(key) != token:
+            raise ValueError
+        return key
     except (ValueError, UnicodeEncodeError):
         raise InvalidArgument("page_token is not one that Scan returned") from None
 

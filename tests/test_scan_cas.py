@@ -87,7 +87,17 @@ def test_scan_rejects_bad_pages(sqlite_server, client_kind):
         with pytest.raises(InvalidArgument, match="page_size 1001 is out of range"):
             next(kv.scan(page_size=1001))
         stub = kv_pb2_grpc.KeyValueStub(kv._channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Scan(kv_pb2.ScanRequest(page_token="forged"))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert info.value.details() == "page_token is not one that Scan returned"
+        for i in range(3):
+            kv.put(f"page{i}", b"v")
+        real = stub.Scan(kv_pb2.ScanRequest(prefix="page", page_size=1)).next_page_token
+        assert real.startswith("kvgrpc-scan-1:")
+        # Forged, truncated, altered: none may restart or shift the scan.
+        for token in ("forged", "kvgrpc-scan-1:", "kvgrpc-scan-1:@@@", real + "A", real + "\n",
+                      real[:-1], real.replace("kvgrpc-scan-1:", "kvgrpc-scan-1: "),
+                      "kvgrpc-scan-1:" + "cGFnZTA"):  # the right key, padding dropped
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Scan(kv_pb2.ScanRequest(prefix="page", page_token=token))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+            assert info.value.details() == "page_token is not one that Scan returned"
+        assert [r.key for r in stub.Scan(kv_pb2.ScanRequest(prefix="page", page_token=real)).records] \
+            == ["page1", "page2"]
