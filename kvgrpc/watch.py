@@ -361,8 +361,13 @@ class ChangeHub:
                     self._idle_since = time.monotonic()
 
     def _cursor_after(self, revision: int) -> int:
-        """The absolute ring index of the first revision after ``revision``."""
+        """The absolute ring index of the first revision after ``revision``; below the
+        ring's start when the ring no longer holds every change after ``revision`` (it
+        moved on while the watch's first response was being sent: the follower then
+        reports it fell behind, instead of starting past changes it never delivered)."""
         with self._lock:
+            if revision < self._floor:
+                return self._base - 1
             return self._base + bisect.bisect_right(self._revisions, revision)
 
     def _check(self, after: int) -> None:

@@ -383,3 +383,43 @@ def test_keepalive_releases_the_watch_of_a_vanished_client(start_server, tmp_pat
                 assert streams() == 0, "keepalive should have ended the dead client's watch"
     finally:
         proxy.close()
+
+
+def test_a_watch_whose_start_left_the_buffer_as_it_opened_is_told_so(tmp_path):
+    """The changes after a new watch's revision leave the server's buffer while its first
+    response is being sent: the watch ends with UNAVAILABLE naming that revision (the
+    client resumes from it, out of history) instead of going on from the oldest change
+    still buffered, past the ones it never delivered."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kvgrpc.errors import Unavailable
+    from kvgrpc.store import SQLiteStore
+    from kvgrpc.store.base import ALL_KEYS
+    from kvgrpc.watch import ChangeHub
+
+    store = SQLiteStore(str(tmp_path / "kv.sqlite3"))
+    store.put(b"before", b"0")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hub = ChangeHub(store, loop, max_buffer_bytes=4096)
+        with ThreadPoolExecutor(2) as executor:
+            watch = hub.watch(ALL_KEYS, None, executor, store.head_revision)
+            created = await watch.__anext__()
+            assert created.created
+            for i in range(50):  # the feed buffers these, dropping the oldest
+                await loop.run_in_executor(executor, store.put, b"k%d" % i, b"x" * 200)
+            deadline = time.monotonic() + 10
+            while hub._floor <= created.revision:
+                assert time.monotonic() < deadline, "the buffer never moved past the watch"
+                await asyncio.sleep(0.01)
+            with pytest.raises(Unavailable, match=f"resume from revision {created.revision}$"):
+                await asyncio.wait_for(watch.__anext__(), 10)
+            await watch.aclose()
+        hub.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
