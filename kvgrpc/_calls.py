@@ -10,6 +10,7 @@ clients drive the same logic, one with blocking calls and one with ``await``.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from kvgrpc import kv_pb2
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
     CURRENT_VERSION_METADATA_KEY,
+    Aborted,
     Cancelled,
     Internal,
     KvError,
@@ -307,6 +309,52 @@ def stream_batch_bytes(batch_bytes: int, limits: Limits | None) -> int:
     return max(1, min(batch_bytes, limits.max_receive_message_bytes - STREAM_MESSAGE_OVERHEAD))
 
 
+class StreamAttempts:
+    """The attempts of one ``stream_put`` (both clients drive it; only the calls differ).
+
+    A source that can be iterated again (``reiterable``) is retried on UNAVAILABLE (and on
+    ABORTED once resuming: the late commit of a vanished server's last batch) up to
+    ``retries`` times; for that a stream without a load id is named (``auto-`` and a
+    random UUID). :attr:`offset` counts the leading records known committed, not sent
+    again; errors' ``committed`` are made relative to the caller's records.
+    """
+
+    def __init__(self, load_id: str | None, start_index: int, reiterable: bool, retries: int) -> None:
+        check_stream_start(load_id, start_index)
+        self.retry = retries > 0 and reiterable
+        self.load_id = load_id if load_id is not None or not self.retry else f"auto-{uuid.uuid4()}"
+        self.start_index = start_index
+        self.retries = retries
+        self.offset = 0
+        self.failures = 0
+
+    @property
+    def start(self) -> int:
+        """The load index of this attempt's first record."""
+        return self.start_index + self.offset
+
+    def failed(self, error: KvError) -> float | None:
+        """After ``error``: the pause before the next attempt, or None to raise it. Its
+        ``committed`` is made a count of the caller's records."""
+        if self.load_id is not None and error.committed is not None:
+            error.committed = max(0, error.committed - self.start_index - self.offset) + self.offset
+        resuming = isinstance(error, Unavailable) or (isinstance(error, Aborted) and self.failures > 0)
+        if not (self.retry and resuming) or self.failures >= self.retries:
+            return None
+        self.failures += 1
+        if error.committed is not None:  # the server said how far the load got
+            self.offset = max(self.offset, error.committed)
+        return min(STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (self.failures - 1))
+
+    def load_reached(self, committed: int) -> None:
+        """GetLoad's count before an attempt: the records to skip."""
+        self.offset = max(self.offset, committed - self.start_index)
+
+    def committed_of(self, load_committed: int) -> int:
+        """The caller's records committed, from the load's count."""
+        return max(0, load_committed - self.start_index)
+
+
 def check_stream_start(load_id: str | None, start_index: int) -> None:
     """A stream_put's ``start_index``: 0 or more, and only with a named load."""
     if start_index < 0:
@@ -387,6 +435,8 @@ def stream_messages(records: Iterable[tuple[str, Value]], batcher: StreamBatcher
 
 #: The longest pause between two attempts to reopen a broken watch, in seconds.
 WATCH_RETRY_MAX_SECONDS = 2.0
+#: The longest pause between two attempts of a retried stream_put, in seconds.
+STREAM_RETRY_MAX_SECONDS = 5.0
 
 
 def watch_resumable(error: KvError) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
 from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value
 from kvgrpc.auth import AUTHORIZATION, channel_credentials
 from kvgrpc.client import DEFAULT_TARGET, channel_target
-from kvgrpc.errors import KvError, Unavailable
+from kvgrpc.errors import KvError, NotFound, Unavailable
 from kvgrpc.records import EndpointStatus, Event, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
@@ -84,8 +85,10 @@ class KeyValueClient:
         cert_file: str | None = None,
         key_file: str | None = None,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        stream_retries: int = 6,
     ) -> None:
         self.target = target
+        self.stream_retries = stream_retries
         self.timeout = timeout
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -185,35 +188,61 @@ class KeyValueClient:
         load's record ``start_index``: records the load already committed are skipped by
         the server, not written again. On failure the raised error's ``committed`` says
         how many leading records of ``records`` are committed (for a named load: the
-        load's committed count minus ``start_index``). An exception raised by
-        ``records`` ends the stream (the server commits what was sent) and is raised
-        again, with a note of the committed count.
+        load's committed count minus ``start_index``; when the server vanished without
+        saying, the client asks :meth:`get_load`). An exception raised by ``records`` ends
+        the stream (the server commits what was sent) and is raised again, with a note of
+        the committed count.
+
+        As with the blocking client, a source that can be iterated again (a list, or an
+        object whose ``__iter__``/``__aiter__`` returns a fresh iterator; not a generator)
+        is retried on UNAVAILABLE up to ``stream_retries`` times with growing pauses,
+        from exactly the records not committed (asked with :meth:`get_load`); for this a
+        stream without ``load_id`` over such a source is named by the client (``auto-``
+        and a random UUID).
         """
-        # TODO(lead, at merge): retry a re-iterable source by itself on UNAVAILABLE from
-        # the exact point (GetLoad, skip that many; an auto-generated load_id for unnamed
-        # streams), as the contract asks of the blocking client once it does so.
+        attempts = _calls.StreamAttempts(load_id, start_index, _reiterable(records),
+                                         self.stream_retries)
         if self._limits is None:
             with contextlib.suppress(KvError):  # then the stream itself says what is wrong
                 await self.limits()
-        _calls.check_stream_start(load_id, start_index)
-        batcher = _calls.StreamBatcher(self.batch_records,
-                                       _calls.stream_batch_bytes(self.batch_bytes, self._limits),
-                                       load_id=load_id, start_index=start_index)
-        source_error: list[BaseException] = []
-        messages = _messages(records, batcher, on_sent, source_error)
+        while True:
+            batcher = _calls.StreamBatcher(self.batch_records,
+                                           _calls.stream_batch_bytes(self.batch_bytes, self._limits),
+                                           load_id=attempts.load_id, start_index=attempts.start)
+            source_error: list[BaseException] = []
+            messages = _messages(_skipping(records, attempts.offset), batcher, on_sent, source_error)
+            try:
+                reply = await self._stub.StreamPut(messages, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                error = _calls.error_from(exc)
+                pause = attempts.failed(error)
+                if pause is None:
+                    await self._fill_committed(error, attempts)
+                    raise error from None
+                await asyncio.sleep(pause)
+                assert attempts.load_id is not None  # retry implies a named load
+                with contextlib.suppress(NotFound, Unavailable):  # none yet / still down
+                    attempts.load_reached((await self.get_load(attempts.load_id)).committed)
+                continue
+            self._wrote(reply)
+            committed = attempts.offset + int(reply.committed_count)
+            if source_error:
+                failure = source_error[0]
+                failure.add_note(f"the stream ended there: {committed} records committed")
+                raise failure
+            return committed
+
+    async def _fill_committed(self, error: KvError, attempts: _calls.StreamAttempts) -> None:
+        """A load's stream that failed without a count (the server vanished): asks GetLoad
+        (another server may answer), so ``error.committed`` is exact when it can be."""
+        if attempts.load_id is None or error.committed is not None:
+            return
         try:
-            reply = await self._stub.StreamPut(messages, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            error = _calls.error_from(exc)
-            if load_id and error.committed is not None:
-                error.committed = max(0, error.committed - start_index)
-            raise error from None
-        self._wrote(reply)
-        if source_error:
-            failure = source_error[0]
-            failure.add_note(f"the stream ended there: {reply.committed_count} records committed")
-            raise failure
-        return int(reply.committed_count)
+            error.committed = attempts.committed_of((await self.get_load(attempts.load_id)).committed)
+        except NotFound:
+            error.committed = 0
+        except KvError:
+            pass  # unknown: the caller asks get_load later
 
     # -- reads -------------------------------------------------------------------------
 
@@ -291,6 +320,28 @@ class KeyValueClient:
         """The progress of the named load ``load_id``; NotFound when unknown or expired."""
         return _calls.load_from(
             await self._call(self._stub.GetLoad, kv_pb2.GetLoadRequest(load_id=load_id)))
+
+
+def _reiterable(records: Records) -> bool:
+    """Whether iterating ``records`` again starts afresh (a list; not a generator)."""
+    if isinstance(records, AsyncIterable):
+        return aiter(records) is not records
+    return iter(records) is not records
+
+
+def _skipping(records: Records, count: int) -> Records:
+    """``records`` without its first ``count`` (already committed) records."""
+    if not count:
+        return records
+    if isinstance(records, AsyncIterable):
+        async def rest() -> AsyncIterator[tuple[str, Value]]:
+            index = 0
+            async for record in records:
+                if index >= count:
+                    yield record
+                index += 1
+        return rest()
+    return itertools.islice(records, count, None)
 
 
 async def _messages(records: Records, batcher: _calls.StreamBatcher,

@@ -32,7 +32,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -41,7 +40,7 @@ import grpc
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
 from kvgrpc._calls import DEFAULT_RETRY, RetryPolicy, Value
 from kvgrpc.auth import channel_credentials, with_token
-from kvgrpc.errors import Aborted, KvError, NotFound, Unavailable
+from kvgrpc.errors import KvError, NotFound, Unavailable
 from kvgrpc.records import EndpointStatus, Event, Limits, LoadProgress, Record
 from kvgrpc.tokens import latest
 
@@ -123,7 +122,7 @@ class KeyValueClient:
     """
 
     #: The longest pause between two attempts of a retried stream_put.
-    STREAM_RETRY_MAX_SECONDS = 5.0
+    STREAM_RETRY_MAX_SECONDS = _calls.STREAM_RETRY_MAX_SECONDS
 
     def __init__(
         self,
@@ -342,64 +341,44 @@ class KeyValueClient:
         batch, is retried the same way). For this, a stream without ``load_id`` over such
         a source is named by the client (``auto-`` and a random UUID).
         """
-        _calls.check_stream_start(load_id, start_index)
-        retry = self.stream_retries > 0 and iter(records) is not records
-        if load_id is None and retry:
-            load_id = f"auto-{uuid.uuid4()}"
-        offset = 0  # leading records of `records` known committed, not sent again
-        failures = 0
+        attempts = _calls.StreamAttempts(load_id, start_index, iter(records) is not records,
+                                         self.stream_retries)
         while True:
             source_error: list[BaseException] = []  # what `records` raised, if it did
             try:
-                try:
-                    reply = self._stub.StreamPut(self._messages(
-                        itertools.islice(records, offset, None) if offset else records,
-                        on_sent, load_id, start_index + offset, source_error))
-                except grpc.RpcError as exc:
-                    raise _error_from(exc) from None
-            except (Unavailable, Aborted) as exc:
-                if load_id is not None and exc.committed is not None:
-                    exc.committed = max(0, exc.committed - start_index - offset) + offset
-                # Aborted only when resuming: the last batch of a server that vanished may
-                # still commit after GetLoad answered (the error then says the new count).
-                resuming = isinstance(exc, Unavailable) or failures > 0
-                if not (retry and resuming) or failures >= self.stream_retries:
-                    self._fill_committed(exc, load_id, start_index)
-                    raise
-                failures += 1
-                if exc.committed is not None:  # the server said how far the load got
-                    offset = max(offset, exc.committed)
-                time.sleep(min(self.STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (failures - 1)))
-                assert load_id is not None  # retry implies a named load
-                try:
-                    offset = max(offset, self.get_load(load_id).committed - start_index)
-                except NotFound:
-                    pass  # nothing of the load committed yet (offset stays)
-                except Unavailable:
-                    pass  # still down: the next attempt fails at once and waits longer
+                reply = self._stub.StreamPut(self._messages(
+                    itertools.islice(records, attempts.offset, None) if attempts.offset else records,
+                    on_sent, attempts.load_id, attempts.start, source_error))
+            except grpc.RpcError as exc:
+                error = _error_from(exc)
+                pause = attempts.failed(error)
+                if pause is None:
+                    self._fill_committed(error, attempts)
+                    raise error from None
+                time.sleep(pause)
+                assert attempts.load_id is not None  # retry implies a named load
+                # NotFound: nothing of the load committed yet; Unavailable: still down
+                # (the next attempt fails at once and waits longer).
+                with contextlib.suppress(NotFound, Unavailable):
+                    attempts.load_reached(self.get_load(attempts.load_id).committed)
                 continue
-            except KvError as exc:
-                if load_id is not None and exc.committed is not None:
-                    exc.committed = max(0, exc.committed - start_index - offset) + offset
-                self._fill_committed(exc, load_id, start_index)
-                raise
             self._wrote(reply)
+            committed = attempts.offset + reply.committed_count
             if source_error:
                 failure = source_error[0]
-                failure.add_note(f"the stream ended there: {offset + reply.committed_count} "
-                                 "records committed")
+                failure.add_note(f"the stream ended there: {committed} records committed")
                 raise failure
-            return offset + reply.committed_count
+            return committed
 
-    def _fill_committed(self, exc: KvError, load_id: str | None, start_index: int) -> None:
+    def _fill_committed(self, error: KvError, attempts: _calls.StreamAttempts) -> None:
         """A load's stream that failed without a count (the server vanished): asks
-        GetLoad (another server may answer), so ``exc.committed`` is exact when it can be."""
-        if load_id is None or exc.committed is not None:
+        GetLoad (another server may answer), so ``error.committed`` is exact when it can be."""
+        if attempts.load_id is None or error.committed is not None:
             return
         try:
-            exc.committed = max(0, self.get_load(load_id).committed - start_index)
+            error.committed = attempts.committed_of(self.get_load(attempts.load_id).committed)
         except NotFound:
-            exc.committed = 0
+            error.committed = 0
         except KvError:
             pass  # unknown: the caller asks get_load later
 

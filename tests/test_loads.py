@@ -321,7 +321,7 @@ def _committed(kv, load_id: str) -> int:
 
 @pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_the_client_retries_a_reiterable_source_across_a_server_restart(
-        backend, request, start_server, tmp_path, table_name):
+        backend, request, start_server, tmp_path, table_name, client_kind):
     sandbox = request.getfixturevalue("sandbox") if backend == "mysql" else None
     first = (start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), table=table_name)
              if sandbox is None else
