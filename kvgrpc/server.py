@@ -417,9 +417,8 @@ class _Servicer:
             raise undecodable_error(message, index, log=self._decode_log)
         if isinstance(message, Oversized):
             where = "the request" if index is None else f"message {index} of the stream"
-            limit = self._config.limits.max_receive_message_bytes
             raise _MessageTooLarge(f"{where} is {message.size} bytes; the server accepts messages "
-                                   f"of at most {limit} bytes (--max-message-bytes)")
+                                   f"of at most {self._max_request} bytes (--max-message-bytes)")
         return message
 
     async def _fail(self, context, error: BaseException) -> None:
