@@ -418,6 +418,7 @@ def test_a_watch_whose_start_left_the_buffer_as_it_opened_is_told_so(tmp_path):
                 await asyncio.wait_for(watch.__anext__(), 10)
             await watch.aclose()
         hub.close()
+        hub.join(10)  # the feed thread reads the store until it sees the hub closed
 
     try:
         asyncio.run(main())

@@ -60,6 +60,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
+        self._closed = False  # close() was called: connections given back are closed
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writing transaction of this process at a time
         self._committed = threading.Condition()  # notified after each write, for watchers
@@ -152,7 +153,12 @@ class SQLiteStore:
             _LOGGER.exception("SQLite operation failed on %s", self.description)
             raise Internal("storage failure; see the server log") from exc
         finally:
-            self._idle.put(cnx)
+            with self._lock:
+                closed = self._closed
+            if closed:
+                cnx.close()
+            else:
+                self._idle.put(cnx)
 
     @contextlib.contextmanager
     def _writing(self, begin: bool = True) -> Iterator[sqlite3.Connection]:
@@ -399,8 +405,15 @@ class SQLiteStore:
             return PoolUsage(len(self._all) - self._idle.qsize(), len(self._all))
 
     def close(self) -> None:
+        """Closes the idle connections; one in use (a watch's feed thread still reading)
+        is closed by its borrower when it gives it back: closing a sqlite3 connection
+        under another thread's statement can crash the process."""
         with self._lock:
-            connections, self._all = self._all, []
-        for cnx in connections:
+            self._closed, self._all = True, []
+        while True:
+            try:
+                cnx = self._idle.get_nowait()
+            except queue.Empty:
+                return
             cnx.close()
 
