@@ -121,9 +121,6 @@ class KeyValueClient:
     The asyncio twin with the same surface is :class:`kvgrpc.aio.KeyValueClient`.
     """
 
-    #: The longest pause between two attempts of a retried stream_put.
-    STREAM_RETRY_MAX_SECONDS = _calls.STREAM_RETRY_MAX_SECONDS
-
     def __init__(
         self,
         target: str = DEFAULT_TARGET,
