@@ -346,6 +346,42 @@ def test_switchover_and_its_undo(own_sandbox, start_server, table_name):
     assert refused.returncode == 1 and "no replica is reachable" in refused.stderr, refused.stderr
 
 
+def test_failover_keeps_a_relay_log_whose_sql_thread_was_stopped(own_sandbox, start_server, table_name):
+    """The most advanced replica has received the acknowledged writes but not applied them
+    (its SQL thread stopped, no error): failover starts the SQL thread; and a failover that
+    fails (the replica cannot apply in time) keeps the relay log: restarting the IO thread,
+    as an undo once did, made MariaDB discard it and every such write was lost."""
+    box = own_sandbox(replicas=2)
+    server = start_server(master=box.master, replicas=box.replicas, table=table_name)
+    with server.client(timeout=10) as kv:
+        kv.put("k0", "first")
+        (pos,) = box.query("SELECT @@gtid_binlog_pos", root=True)[0]
+        for role in ("replica", "replica2"):
+            assert box.query("SELECT MASTER_GTID_WAIT(%s, 10)", (pos,), role=role, root=True) == [(0,)]
+        box.query("STOP SLAVE", role="replica", root=True)
+        box.query("STOP SLAVE SQL_THREAD", role="replica2", root=True)
+        # A row lock on replica2 keeps its SQL thread, once started, from applying k0's update.
+        lock = box.connect("replica2", root=True)
+        cur = lock.cursor()
+        cur.execute("BEGIN")
+        cur.execute(f"SELECT * FROM kvgrpc.`{table_name}` WHERE k = 'k0' FOR UPDATE")
+        cur.fetchall()
+        acknowledged = {"k0": (b"second", kv.put("k0", "second"))}
+        for i in range(1, 40):
+            acknowledged[f"k{i}"] = (b"v", kv.put(f"k{i}", "v"))
+    box.run("kill", "master")
+    failed = admin(box, "failover", "--wait", "1")
+    assert failed.returncode == 1 and "did not apply up to" in failed.stderr, failed.stdout + failed.stderr
+    assert "start applying the relay log" in failed.stdout and "START SLAVE IO_THREAD" not in failed.stdout
+    lock.close()
+    done = admin(box, "failover", "--wait", "10")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert new_master_role(box, done.stdout) == "replica2"
+    rows = {k.decode(): (v, n) for k, v, n in
+            box.query(f"SELECT k, v, version FROM kvgrpc.`{table_name}`", role="replica2", root=True)}
+    assert rows == acknowledged
+
+
 def test_fixed_endpoint_that_fails_over_by_itself(own_sandbox, start_server, table_name):
     """Behind one endpoint that moves to the promoted replica (Aurora's, RDS's: here a TCP
     proxy), the server's open connections still reach the demoted master: the first write

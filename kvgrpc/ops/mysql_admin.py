@@ -504,16 +504,34 @@ def failover(master: MySQLEndpoint, replicas: list[MySQLEndpoint], *, dry_run: b
                 f"{candidate.endpoint} cannot lead replicas: it needs log_bin and log_slave_updates")
         others = [n for n in reachable if n is not candidate]
         log(f"promoting {candidate.endpoint} (received {candidate.received})")
+        # MariaDB (GTID mode) discards a replica's relay log when one of its replication
+        # threads starts while both are stopped, and fetches again from what it applied:
+        # from a lost master, nothing. So the SQL thread, if stopped, starts while the IO
+        # thread still runs, and no step (no undo either) starts the IO thread again.
+        sql_running = candidate.slave.get("Slave_SQL_Running") == "Yes"
+        io_running = candidate.slave.get("Slave_IO_Running") in ("Yes", "Connecting")
+        unapplied = not gtid_covers(candidate.slave_pos, candidate.received)
+        if unapplied and not sql_running and not io_running:
+            raise FailedPrecondition(
+                f"{candidate.endpoint} has received up to {candidate.received} but applied only "
+                f"{candidate.slave_pos or '(nothing)'}, and both its replication threads are "
+                "stopped: starting either would make MariaDB discard the rest of its relay log, "
+                "so it cannot be applied here; apply it by hand, or promote without it by hand")
         with Plan(log, dry_run) as plan:
-            io_running = candidate.slave.get("Slave_IO_Running") in ("Yes", "Connecting")
-            plan.step(f"stop fetching from the lost master on {candidate.endpoint}",
-                      lambda: _exec(candidate.cnx, "STOP SLAVE IO_THREAD"),
-                      (f"START SLAVE IO_THREAD on {candidate.endpoint}",
-                       lambda: _exec(candidate.cnx, "START SLAVE IO_THREAD")) if io_running else None)
+            if unapplied and not sql_running:
+                log(f"{candidate.endpoint}'s SQL thread is stopped (without an error): starting it "
+                    "to apply the relay log")
+                plan.step(f"start applying the relay log on {candidate.endpoint}: START SLAVE "
+                          "SQL_THREAD (left running if the failover fails: applying what was received "
+                          "is never wrong)", lambda: _exec(candidate.cnx, "START SLAVE SQL_THREAD"))
+            plan.step(f"stop fetching from the lost master on {candidate.endpoint} (the relay log is "
+                      "kept; a failed failover leaves this thread stopped)",
+                      lambda: _exec(candidate.cnx, "STOP SLAVE IO_THREAD"))
             plan.step(f"let {candidate.endpoint} apply its relay log up to {candidate.received} "
                       f"(at most {wait:g} s)", lambda: _wait_applied(candidate, candidate.received, wait))
             plan.step(f"stop replication on {candidate.endpoint}", lambda: _exec(candidate.cnx, "STOP SLAVE"),
-                      (f"START SLAVE on {candidate.endpoint}", lambda: _exec(candidate.cnx, "START SLAVE")))
+                      (f"START SLAVE SQL_THREAD on {candidate.endpoint}",
+                       lambda: _exec(candidate.cnx, "START SLAVE SQL_THREAD")))
             for n in others:
                 plan.step(f"repoint {n.endpoint} to {candidate.endpoint}", _repoint(n, candidate.endpoint),
                           (f"repoint {n.endpoint} back to {master}", _repoint(n, master)))
@@ -537,7 +555,12 @@ def _wait_applied(node: Node, position: str, wait: float) -> None:
         return
     (result,) = _one(node.cnx, "SELECT MASTER_GTID_WAIT(%s, %s)", (position, wait))
     if result != 0:
-        raise FailedPrecondition(f"{node.endpoint} did not apply up to {position} within {wait:g} s")
+        state = slave_status(node.cnx)
+        why = ""
+        if state.get("Slave_SQL_Running") != "Yes":
+            error = state.get("Last_SQL_Error") or "no error given"
+            why = f": its SQL thread is not running ({error})"
+        raise FailedPrecondition(f"{node.endpoint} did not apply up to {position} within {wait:g} s{why}")
 
 
 def switchover(master: MySQLEndpoint, replicas: list[MySQLEndpoint], to: MySQLEndpoint, *,
