@@ -373,7 +373,8 @@ class KeyValueService:
         """The progress of a named load; NotFound if none is recorded (never started, or
         expired after ``load_retention`` seconds without a batch)."""
         _check_load_id(load_id)
-        progress = self._write(lambda store: store.load_progress(load_id))
+        # Read on the master, where loads commit; a read, so not refused without semi-sync.
+        progress = self.router.write(lambda store: store.load_progress(load_id))
         if progress is None:
             raise NotFound(
                 f"load {load_id!r} is not recorded: it never committed a record, or its "

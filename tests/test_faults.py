@@ -257,10 +257,17 @@ def test_semi_sync_off_means_writes_are_refused(own_sandbox, start_server, table
                           require_semi_sync=True)
     with server.client() as kv:
         kv.put("a", b"1")
+        kv.stream_put([("l0", "x"), ("l1", "y")], load_id="semi-sync-load")
         box.run("stop", "replica")  # no replica left to confirm writes
-        with pytest.raises(Unavailable, match="semi-synchronous replication is off"):
+        with pytest.raises(Unavailable, match="semi-synchronous replication is off") as refused:
             for _ in range(3):  # the first commit waits out the 1 s semi-sync timeout
                 kv.put("b", b"2")
+        # The write is on the master: the error must not call a repeat safe (a repeated
+        # compare-and-set would meet its own write), and says to read the key first.
+        assert "safe" not in str(refused.value) and "read the key before repeating" in str(refused.value)
+        assert kv.get_record("b", consistency="strong").value == b"2"
+        # Reading a load's progress is a read: not refused while writes are.
+        assert kv.get_load("semi-sync-load").committed == 2
         box.run("start", "replica")
 
         def accepted():

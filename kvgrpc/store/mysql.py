@@ -285,8 +285,8 @@ class MySQLStore:
     With ``create_table`` (the master), every new pool first creates the table and the
     heartbeat table if they are missing. With ``require_semi_sync``, a write is only
     acknowledged if semi-synchronous replication is active after its commit, i.e. a
-    replica confirmed it; otherwise it raises Unavailable (the write may be on the master
-    only; repeating it is safe).
+    replica confirmed it; otherwise it raises Unavailable (the write is committed on the
+    master only: the caller reads the key before repeating it).
 
     Only a ``role="master"`` store with ``bulk_load`` writes batch files and lets its
     connections send them (LOCAL INFILE confined to its private directory; see
@@ -864,8 +864,10 @@ class MySQLStore:
             (token,), status = row, "ON"
         if str(status).upper() != "ON":
             raise Unavailable(
-                "semi-synchronous replication is off, so no replica confirmed the write; "
-                "it is not acknowledged (it may be on the master only; repeating it is safe)"
+                "semi-synchronous replication is off, so no replica confirmed the write: it is "
+                "not acknowledged, yet committed on the master only (a failover may lose it); read "
+                "the key before repeating it (a repeated compare-and-set would meet its own write, "
+                "a repeated Put makes another version)"
             )
         token = str(token or "")
         # MariaDB: the GTID's sequence number is the revision (see kvgrpc.store.binlog).
