@@ -346,6 +346,18 @@ class StreamAttempts:
             self.offset = max(self.offset, error.committed)
         return min(STREAM_RETRY_MAX_SECONDS, 0.25 * 2 ** (self.failures - 1))
 
+    def name_load(self, error: KvError) -> None:
+        """Before ``error`` ends the stream: names its load on it (``error.load_id``) and,
+        when no server could say how many records are committed, notes what is known."""
+        if self.load_id is None:
+            return
+        error.load_id = self.load_id
+        if error.committed is None:
+            error.add_note(
+                f"no server said how many records are committed (at least {self.offset}); "
+                f"get_load({self.load_id!r}) reads it, and stream_put(the same records, "
+                f"load_id={self.load_id!r}) finishes the load")
+
     def load_reached(self, committed: int) -> None:
         """GetLoad's count before an attempt: the records to skip."""
         self.offset = max(self.offset, committed - self.start_index)

@@ -218,6 +218,7 @@ class KeyValueClient:
                 pause = attempts.failed(error)
                 if pause is None:
                     await self._fill_committed(error, attempts)
+                    attempts.name_load(error)
                     raise error from None
                 await asyncio.sleep(pause)
                 assert attempts.load_id is not None  # retry implies a named load

@@ -351,6 +351,7 @@ class KeyValueClient:
                 pause = attempts.failed(error)
                 if pause is None:
                     self._fill_committed(error, attempts)
+                    attempts.name_load(error)
                     raise error from None
                 time.sleep(pause)
                 assert attempts.load_id is not None  # retry implies a named load

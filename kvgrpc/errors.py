@@ -58,6 +58,9 @@ class KvError(Exception):
     ``committed`` is the number of leading records of a StreamPut that were committed
     before the failure, or ``None`` when the error does not come from a StreamPut.
     ``current_version`` is the key's version when a compare-and-set failed (0: absent).
+    ``load_id`` names the load of a failed ``stream_put`` that was named (by its caller, or
+    by the client to retry it): ``get_load(load_id)`` reads its progress when ``committed``
+    is unknown, and ``stream_put(the same records, load_id=load_id)`` finishes it.
     """
 
     def __init__(self, message: str, *, committed: int | None = None,
@@ -66,6 +69,7 @@ class KvError(Exception):
         self.message = message
         self.committed = committed
         self.current_version = current_version
+        self.load_id: str | None = None
 
     def __str__(self) -> str:
         return self.message

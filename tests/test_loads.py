@@ -354,6 +354,43 @@ def test_the_client_retries_a_reiterable_source_across_a_server_restart(
         second.stop(grace=1)
 
 
+def test_a_stream_out_of_retries_names_its_load(start_server, tmp_path, table_name, client_kind):
+    """The server goes away for longer than the client retries: the error names the load
+    the client made up (its count is unknown: no server answers), so the caller can read
+    its progress once a server is back and finish it, each record written once."""
+    first = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), table=table_name)
+    records = source(60_000)
+    result: list = []
+    client = first.client(stream_retries=1)
+
+    def load():
+        try:
+            result.append(client.stream_put(records))
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            result.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    wait_until(lambda: _count(first, None) >= 20_000, what="part of the load committed")
+    first.server.stop(grace=5)  # and nothing takes its place
+    loader.join(60)
+    (error,) = result
+    assert isinstance(error, Unavailable), error
+    assert error.load_id and error.load_id.startswith("auto-")
+    if error.committed is None:  # the last attempt found no server: the note says what to do
+        assert any(error.load_id in note for note in error.__notes__)
+    second = build_server(dataclasses.replace(first.config, port=first.port))
+    second.start()
+    try:
+        with first.client() as kv:
+            assert kv.get_load(error.load_id).committed >= max(20_000, error.committed or 0)
+            kv.stream_put(records, load_id=error.load_id)
+            assert stored(kv) == {k: (v, 1) for k, v in records}
+    finally:
+        second.stop(grace=1)
+        client.close()
+
+
 # -- faults on MariaDB -----------------------------------------------------------------
 
 LOAD_RECORDS = 300_000
