@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,10 +88,32 @@ def server_credentials(cert_file: str, key_file: str, client_ca_file: str | None
     return grpc.ssl_server_credentials([pair])
 
 
+def check_key_pair(cert_file: str, key_file: str, cert_name: str, key_name: str) -> None:
+    """ValueError unless ``cert_file`` and ``key_file`` (PEM) are a certificate and its
+    private key; the error names them by ``cert_name``/``key_name`` (a flag or argument)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{cert_name} {cert_file} / {key_name} {key_file}: "
+                         f"no such file: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ValueError(f"{cert_name} {cert_file} and {key_name} {key_file} are not a PEM "
+                         f"certificate and its private key ({reason})") from None
+
+
 def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
                         key_file: str | None = None) -> grpc.ChannelCredentials:
     """TLS for a client: trust ``ca_file`` (default: the system's roots); present a client
-    certificate when the server requires one."""
+    certificate when the server requires one (``cert_file`` and ``key_file`` together:
+    ValueError if one is missing or they do not form a pair, which grpc would answer by
+    aborting the process)."""
+    if (cert_file is None) != (key_file is None):
+        given, missing = ("cert_file", "key_file") if key_file is None else ("key_file", "cert_file")
+        raise ValueError(f"a client certificate needs both files: {given} is set but {missing} is not")
+    if cert_file is not None and key_file is not None:
+        check_key_pair(cert_file, key_file, "cert_file", "key_file")
     return grpc.ssl_channel_credentials(
         root_certificates=Path(ca_file).read_bytes() if ca_file else None,
         private_key=Path(key_file).read_bytes() if key_file else None,

@@ -146,6 +146,29 @@ def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki, c
             no_cert.get("k")
 
 
+def test_a_client_certificate_without_its_key_is_refused_clearly(pki, tmp_path):
+    """grpc aborts the whole process (a C-core check) on a certificate without its key:
+    the library refuses first with ValueError, the CLI with a one-line error."""
+    from kvgrpc.aio import KeyValueClient as AsyncKeyValueClient
+    from kvgrpc.client import KeyValueClient
+
+    ca, cert, key = str(pki / "ca.pem"), str(pki / "client.pem"), str(pki / "client.key")
+    for kwargs, match in (({"cert_file": cert}, "cert_file is set but key_file is not"),
+                          ({"key_file": key, "tls": True}, "key_file is set but cert_file is not"),
+                          ({"cert_file": cert, "key_file": str(pki / "server.key")},
+                           "are not a PEM certificate and its private key")):
+        with pytest.raises(ValueError, match=match):
+            KeyValueClient("localhost:1", ca_file=ca, **kwargs)
+        with pytest.raises(ValueError, match=match):
+            AsyncKeyValueClient("localhost:1", ca_file=ca, **kwargs)
+    cli = subprocess.run([sys.executable, "-m", "kvgrpc.client", "--target", "localhost:1",
+                          "--tls-ca", ca, "--tls-cert", cert, "get", "k"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2, cli
+    assert "--tls-cert and --tls-key go together" in cli.stderr, cli.stderr
+    assert "Traceback" not in cli.stderr and "Check failed" not in cli.stderr
+
+
 def test_cli_with_tls_and_token_and_no_secret_in_server_log(tmp_path, pki, sandbox):
     token_file = tmp_path / "tokens"
     token_file.write_text(f"# tokens\n{TOKEN}\n")

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from kvgrpc.auth import check_key_pair
 from kvgrpc.cli.csvload import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, stream_file
 from kvgrpc.cli.output import event_line, json_line, record_line
 from kvgrpc.cli.shell import run_shell, status_line
@@ -138,6 +139,13 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         parser.error("put takes a VALUE ('-' for stdin) or --value-file FILE, not both")
     if args.command == "watch" and (args.key is None) == (args.prefix is None):
         parser.error("watch takes a KEY, or --prefix PREFIX ('' for every key)")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together: a client certificate and its key")
+    if args.tls_cert is not None:
+        try:
+            check_key_pair(args.tls_cert, args.tls_key, "--tls-cert", "--tls-key")
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         token = (Path(args.token_file).read_text().strip() if args.token_file
                  else os.environ.get("KVGRPC_TOKEN") or None)
