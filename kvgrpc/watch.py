@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from kvgrpc.errors import KvError, OutOfRange, ResourceExhausted, Unavailable
 from kvgrpc.records import Event
+from kvgrpc.logs import RateLimitedLog
 from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
 
 _LOGGER = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ class ChangeHub:
         self._head = 0  # the latest revision the feed has reached
         self._failure: KvError | None = None
         self._closed = threading.Event()
+        # A feed that is down is retried every 0.5 s: its warning once a minute at most.
+        self._feed_log = RateLimitedLog(_LOGGER)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_lock = threading.Lock()
@@ -230,7 +233,9 @@ class ChangeHub:
                 for batch in feed:
                     if not opened.is_set():
                         opened.set()
-                    retry_until = None
+                    if retry_until is not None:
+                        _LOGGER.info("the change feed is back, from revision %d", after)
+                        retry_until = None
                     self._append(batch, generation)
                     after = batch.revision
                 return
@@ -252,7 +257,8 @@ class ChangeHub:
                     _LOGGER.error("the change feed is down: %s", exc)
                     self._fail(Unavailable(f"the change feed is down ({exc}); resume the watch"))
                     return
-                _LOGGER.warning("the change feed broke (%s); reopening from revision %d", exc, after)
+                self._feed_log.warning("feed", "the change feed broke (%s); reopening it from "
+                                       "revision %d every 0.5 s", exc, after)
                 self._closed.wait(0.5)
             except BaseException as exc:  # noqa: BLE001 - a bug: fail the watchers loudly
                 _LOGGER.exception("the change feed crashed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -254,6 +255,30 @@ def test_watches_read_on_across_master_restarts(own_sandbox, start_server, table
     assert [(e.key, e.value) for e in events] == [
         ("r/0", b"before both restarts"), ("r/1", b"direct"), ("r/2", b"between the restarts"),
         ("r/3", b"after both restarts")]
+
+
+def test_a_feed_that_is_down_is_logged_once_not_at_every_retry(own_sandbox, start_server, table_name,
+                                                                caplog):
+    """The feed is reopened every 0.5 s while the master is down; its warning is not
+    repeated with it (SECURITY.md: a repeating condition at most once a minute), and one
+    line says when it is back; the watch reads on."""
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=(box.replica,), table=table_name,
+                          watch_feed_retry=60.0)
+    with server.client(timeout=10) as kv:
+        kv.put("f/0", b"before")
+        with kv.watch(prefix="f/", start_revision=kv.last_revision - 1) as watch:
+            assert [e.key for e in collect(watch, 1)] == ["f/0"]
+            caplog.clear()
+            caplog.set_level(logging.INFO, logger="kvgrpc.watch")
+            box.run("stop", "master")
+            time.sleep(4)
+            box.run("start", "master")
+            wait_until(lambda: _writes(kv, "f/1", b"after"), what="writes after the restart")
+            assert [e.key for e in collect(watch, 1)] == ["f/1"]
+    broke = [r for r in caplog.records if "the change feed broke" in r.getMessage()]
+    assert 1 <= len(broke) <= 3, [r.getMessage() for r in broke]  # was one per 0.5 s: 8 or more
+    assert any("the change feed is back" in r.getMessage() for r in caplog.records)
 
 
 def _writes(kv: KeyValueClient, key: str, value: bytes) -> bool:
