@@ -363,8 +363,12 @@ def test_get_scan_status_and_watch_in_text_and_json(sqlite_server):
         '{"key":"tab\\tkey","value":"line1\\nline2\\u0001","version":1}\n')
     status, out, _ = cli(*t, "status")
     assert status == 0 and out.splitlines()[0] == f"server {sqlite_server.target}:"
+    max_value = sqlite_server.config.limits.max_value_bytes
+    assert f"limits: max_value_bytes {max_value}, " in out.splitlines()[-1]
     status, out, _ = cli("status", "-o", "json", *t)
-    assert json.loads(out)["target"] == sqlite_server.target and json.loads(out)["role"] == "embedded"
+    endpoint, limits = map(json.loads, out.splitlines())
+    assert endpoint["target"] == sqlite_server.target and endpoint["role"] == "embedded"
+    assert limits["limits"]["max_value_bytes"] == max_value and limits["limits"]["max_scan_page_size"] > 0
     status, out, _ = cli(*t, "watch", "--prefix", "", "--from-revision", "0", "--count", "2")
     first, second = out.splitlines()
     assert first.split("\t")[1:] == ["PUT", "tab\\tkey", "line1\\nline2\\x01"]

@@ -234,13 +234,16 @@ def _scan(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: Te
 
 def _status(client: KeyValueClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     endpoints = client.status()
+    limits = asdict(client.limits())
     if args.output == "json":
         for endpoint in endpoints:
             print(json_line({"target": args.target, **asdict(endpoint)}), file=out)
+        print(json_line({"target": args.target, "limits": limits}), file=out)
     else:
         print(f"server {args.target}:", file=out)
         for endpoint in endpoints:
             print(status_line(endpoint), file=out)
+        print("limits: " + ", ".join(f"{name} {value}" for name, value in limits.items()), file=out)
     return 0
 
 
