@@ -83,7 +83,7 @@ class _Endpoint:
         self.measured_at = 0.0  # time.monotonic() of the last lag measurement
         self.semi_sync: bool | None = None
         self.problem = ""
-        self.orphan = False  # follow_topology: read-only and replicating from nobody
+        self.orphan = False  # follow_topology: a node other than the master replicating from nobody
 
 
 class ReadRouter:
@@ -207,10 +207,14 @@ class ReadRouter:
                     continue
                 if node.role != "replica":
                     node.role, node.lag, node.measured_at = "replica", None, 0.0
-                node.orphan = role is not None and role == (False, False)
-                if node.orphan:
-                    node.lag = None
-                    node.problem = "read-only and replicating from nobody: not read from"
+                # Replicating from nobody, it holds no copy kept up to date: read-only (a
+                # demoted master), or writable (a second master: split brain, whose data
+                # may be far behind or differ) alike, it is not read from.
+                node.orphan = False
+                if role is not None and not role[1]:
+                    node.orphan, node.lag = True, None
+                    node.problem = (f"{'writable' if role[0] else 'read-only'} and replicating "
+                                    "from nobody: not read from")
             self.replicas = [n for n in self._nodes if n is not self.master]
             self._master_ok, self._no_master = new is not None, problem
 

@@ -437,6 +437,16 @@ def test_following_servers_never_write_to_two_masters(own_sandbox, start_server,
 
         wait_until(refused, what="writes refused with two writable nodes")
         assert "more than one node" in next(e.problem for e in kv.status() if e.role == "master")
+        # The detached node holds what nobody else has: never read from (it was, as a
+        # "replica" whose lag did not count without a master).
+        box.query(f"UPDATE kvgrpc.`{table_name}` SET v = 'split' WHERE k = 'k'", role="replica", root=True)
+        (detached,) = [e for e in kv.status() if e.role == "replica"]
+        assert not detached.healthy and "writable and replicating from nobody" in detached.problem
+        for _ in range(10):
+            try:
+                assert kv.get("k") != b"split"
+            except Unavailable:
+                pass  # no master and no replica to read: refused, not served stale
         box.query("SET GLOBAL read_only = 1", role="master", root=True)  # fence the old one
         fenced = box.query(f"SELECT v FROM kvgrpc.`{table_name}` WHERE k = 'k'", role="master", root=True)
         # (A write may have reached the old master before the router saw the second node.)
