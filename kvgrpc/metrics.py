@@ -22,6 +22,7 @@ requests carrying ``Authorization: Bearer TOKEN`` (401 otherwise).
 
 from __future__ import annotations
 
+import errno
 import hmac
 import http.server
 import socket
@@ -102,7 +103,8 @@ class Metrics:
     def serve(self, host: str = DEFAULT_METRICS_HOST, port: int = 0, *, token: str | None = None) -> int:
         """Serves /metrics over HTTP on ``host`` (default: loopback only); returns the port
         (``port`` 0 picks one). With ``token``, a request needs ``Authorization: Bearer
-        TOKEN`` (compared in constant time), else it gets 401 and no metrics."""
+        TOKEN`` (compared in constant time), else it gets 401 and no metrics. Raises
+        OSError with a one-line message naming the flag when the port cannot be bound."""
         registry = self.registry
         expected = f"Bearer {token}".encode() if token else None
 
@@ -131,7 +133,13 @@ class Metrics:
                 pass  # scrapes are not logged (one every few seconds)
 
         server_class = _HTTPServer6 if ":" in host else http.server.ThreadingHTTPServer
-        http_server = server_class((host, port), Handler)
+        try:
+            http_server = server_class((host, port), Handler)
+        except OSError as exc:  # one line naming the flag, not a traceback
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"the metrics port {port} on {host} is in use (--metrics-port)") from None
+            raise OSError(f"cannot serve metrics on {host}:{port} (--metrics-host, --metrics-port): "
+                          f"{exc.strerror or exc}") from None
         http_server.daemon_threads = True
         threading.Thread(target=http_server.serve_forever, name="kvgrpc-metrics", daemon=True).start()
         self._http = http_server

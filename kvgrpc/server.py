@@ -23,9 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import errno
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -732,13 +736,15 @@ def _check_limits(config: ServerConfig) -> None:
     record = limits.max_value_bytes + MAX_KEY_BYTES + 64
     if limits.max_receive_message_bytes < record:
         raise ValueError(
-            f"max message size {limits.max_receive_message_bytes} bytes cannot hold a record "
-            f"with the largest value ({limits.max_value_bytes} bytes)")
+            f"--max-message-bytes {limits.max_receive_message_bytes} cannot hold a record with "
+            f"the largest value (--max-value-bytes {limits.max_value_bytes}) and the longest key: "
+            f"it needs at least {record}")
     largest_reply = max(limits.max_scan_page_bytes, limits.max_batch_get_bytes) + record + 4096
     if limits.max_send_message_bytes < largest_reply:
         raise ValueError(
             f"--max-send-message-bytes {limits.max_send_message_bytes} cannot hold the largest "
-            f"reply ({largest_reply} bytes: a Scan page or BatchGet budget plus one record)")
+            f"reply ({largest_reply} bytes: a Scan page (--max-scan-page-bytes) or BatchGet "
+            "budget (--max-batch-get-bytes) plus one record)")
 
 
 class _Health:
@@ -869,11 +875,13 @@ class KeyValueServer:
                           "local (several processes share a port only with --processes)") from None
 
     def start(self) -> None:
+        """Starts serving; raises OSError (naming the flag) when the metrics port cannot be
+        bound, before any gRPC call is accepted (``stop()`` then cleans up)."""
         self.service.start()
-        self._run(self._grpc.start())
         if self.metrics is not None and self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port,
                                                    token=self.config.metrics_token)
+        self._run(self._grpc.start())
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -947,7 +955,10 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=1313, help="port to listen on (default: 1313; 0 picks one)")
     p.add_argument("--processes", type=int, default=1,
                    help="server processes sharing the port (SO_REUSEPORT), each with its own "
-                   "pools and change feed (default: 1)")
+                   f"pools and change feed, at most {_max_processes()} here (the larger of "
+                   f"{MAX_PROCESSES_FLOOR} and twice the CPUs); process i serves metrics on "
+                   "--metrics-port + i. They stop together: if one exits, the others are "
+                   "stopped and the server exits non-zero (default: 1)")
     p.add_argument("--allow-insecure-public", action="store_true",
                    help="allow listening beyond loopback without TLS and tokens (logs a warning)")
     p.add_argument("--sqlite", metavar="PATH", default=None,
@@ -1028,7 +1039,9 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="text lines, or one JSON object per line (for log collectors)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (default: off)")
+                   help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics; with "
+                   "--processes N, process i serves them on PORT + i (PORT..PORT+N-1; 0: each "
+                   "picks a free port) (default: off)")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address of the metrics endpoint (default: 127.0.0.1)")
     p.add_argument("--metrics-token-file", metavar="FILE",
@@ -1037,20 +1050,34 @@ def _arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: ``--processes`` starts at most the larger of this and twice the CPUs: one process per
+#: core is the point, a few more can cover for I/O waits; beyond that each process only
+#: adds its pools, its change feed and its memory (100000 forked until the machine fell over).
+MAX_PROCESSES_FLOOR = 64
+_INT32_MAX = 2**31 - 1  # grpc takes sizes, counts and milliseconds as C ints
+
+
+def _max_processes() -> int:
+    return max(MAX_PROCESSES_FLOOR, 2 * (os.cpu_count() or 1))
+
+
 def config_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ
 ) -> tuple[ServerConfig, tuple[str, str], int]:
-    """Builds the config, the log level and format, and the process count."""
+    """Builds the config, the log level and format, and the process count. Raises
+    ValueError (or KvError) with a one-line message naming the flag at fault."""
     args = _arg_parser().parse_args(argv)
+    _check_flags(args)
     password = environ.get("KVGRPC_MYSQL_PASSWORD")
+    master_source = "--master" if args.master else "KVGRPC_MASTER_URL"
     master_url = args.master or environ.get("KVGRPC_MASTER_URL") or None
+    replica_source = "--replica" if args.replica is not None else "KVGRPC_REPLICA_URL"
     replica_urls = args.replica if args.replica is not None else [
         url.strip() for url in environ.get("KVGRPC_REPLICA_URL", "").split(",") if url.strip()
     ]
     if master_url and args.sqlite is not None:
-        source = "--master" if args.master else "KVGRPC_MASTER_URL"
-        raise ValueError(f"--sqlite and a master ({source}) were both given: records are stored "
-                         "in one place; drop one")
+        raise ValueError(f"--sqlite and a master ({master_source}) were both given: records are "
+                         "stored in one place; drop one")
     if args.replica and not master_url:
         raise ValueError("--replica needs a master (--master or KVGRPC_MASTER_URL)")
     limits = Limits(
@@ -1058,12 +1085,21 @@ def config_from_args(
         max_send_message_bytes=args.max_send_message_bytes,
         max_scan_page_bytes=args.max_scan_page_bytes, max_batch_get_bytes=args.max_batch_get_bytes,
     )
+    _check_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    try:
+        tokens = load_tokens(environ.get("KVGRPC_AUTH_TOKENS"), args.auth_tokens_file)
+    except OSError as exc:
+        raise ValueError(_file_problem("--auth-tokens-file", args.auth_tokens_file, exc)) from None
+    except UnicodeError:
+        raise ValueError(f"--auth-tokens-file {args.auth_tokens_file}: not UTF-8 text") from None
+    except ValueError as exc:  # "PATH holds no token ..."
+        raise ValueError(f"--auth-tokens-file {exc}") from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
         sqlite_path=args.sqlite or "kvgrpc.sqlite3",
-        master=MySQLEndpoint.from_url(master_url, password) if master_url else None,
-        replicas=tuple(MySQLEndpoint.from_url(url, password) for url in replica_urls),
+        master=_endpoint(master_url, password, master_source) if master_url else None,
+        replicas=tuple(_endpoint(url, password, replica_source) for url in replica_urls),
         table=args.table,
         pool_size=args.pool_size,
         pool_timeout=args.pool_timeout,
@@ -1087,7 +1123,7 @@ def config_from_args(
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
-        auth_tokens=tuple(load_tokens(environ.get("KVGRPC_AUTH_TOKENS"), args.auth_tokens_file)),
+        auth_tokens=tuple(tokens),
         allow_insecure_public=args.allow_insecure_public,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -1096,13 +1132,133 @@ def config_from_args(
         keepalive_timeout=args.keepalive_timeout,
         reuse_port=args.processes > 1,
     )
-    if args.processes < 1:
-        raise ValueError("--processes must be at least 1")
-    if args.watch_feed_retry <= 0:
-        raise ValueError(f"--watch-feed-retry must be positive (seconds), not {args.watch_feed_retry:g}")
+    _check_limits(config)
+    return config, (args.log_level, args.log_format), args.processes
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuses, naming the flag, a number the server cannot work with: a count or size
+    below 1, a negative or zero time where a wait or a limit needs one, a port out of range,
+    more processes than the machine can use, a value grpc cannot hold."""
+    if args.processes > 1 and not sys.platform.startswith("linux"):
+        raise ValueError("--processes needs Linux (SO_REUSEPORT load balancing, PR_SET_PDEATHSIG)")
+    counts: list[tuple[str, int, int, int, str]] = [  # flag, value, lowest, highest, unit
+        ("--port", args.port, 0, 65535, ""),
+        ("--processes", args.processes, 1, _max_processes(), ""),
+        ("--pool-size", args.pool_size, 1, 32, " connections per database endpoint"),
+        ("--max-value-bytes", args.max_value_bytes, 1, _INT32_MAX, " bytes"),
+        ("--max-message-bytes", args.max_message_bytes, 1, _INT32_MAX - RECEIVE_SLACK_BYTES, " bytes"),
+        ("--max-send-message-bytes", args.max_send_message_bytes, 1, _INT32_MAX, " bytes"),
+        ("--max-scan-page-bytes", args.max_scan_page_bytes, 1, _INT32_MAX, " bytes"),
+        ("--max-batch-get-bytes", args.max_batch_get_bytes, 1, _INT32_MAX, " bytes"),
+        ("--max-workers", args.max_workers, 1, 1 << 16, " threads"),
+        ("--max-concurrent-rpcs", args.max_concurrent_rpcs, 1, 1 << 24, " calls"),
+        ("--max-streams", args.max_streams, 1, 1 << 24, " streams"),
+        ("--max-watches", args.max_watches, 1, 1 << 24, " watches"),
+        ("--max-streams-per-client", args.max_streams_per_client, 1, 1 << 24, " streams"),
+        ("--max-streams-per-connection", args.max_streams_per_connection, 1, _INT32_MAX, " calls"),
+        ("--watch-buffer-bytes", args.watch_buffer_bytes, 1, 1 << 40, " bytes"),
+        ("--max-catchup-watches", args.max_catchup_watches, 1, 1 << 16, " watches"),
+    ]
+    if args.metrics_port is not None:
+        counts.append(("--metrics-port", args.metrics_port, 0, 65535, ""))
+    for flag, value, low, high, unit in counts:
+        if not low <= value <= high:
+            why = (f" (the larger of {MAX_PROCESSES_FLOOR} and twice this machine's "
+                   f"{os.cpu_count() or 1} CPUs)" if flag == "--processes" else "")
+            raise ValueError(f"{flag} must be {low} to {high}{unit}{why}, not {value}")
+    # flag, value, lowest, whether the lowest itself is allowed, highest, unit
+    times: list[tuple[str, float, float, bool, float | None, str]] = [
+        ("--pool-timeout", args.pool_timeout, 0.0, False, None, "seconds"),
+        ("--request-timeout", args.request_timeout, 0.0, False, None, "seconds"),
+        ("--stream-idle-timeout", args.stream_idle_timeout, 0.0, False, None, "seconds"),
+        ("--shutdown-grace", args.shutdown_grace, 0.0, True, None, "seconds"),
+        ("--load-retention", args.load_retention, 0.0, False, None, "days"),
+        ("--max-replica-lag", args.max_replica_lag, 0.0, False, None, "seconds"),
+        ("--watch-feed-retry", args.watch_feed_retry, 0.0, False, None, "seconds"),
+        # grpc takes these in whole milliseconds, as a C int
+        ("--keepalive-time", args.keepalive_time, 0.001, True, _INT32_MAX // 1000, "seconds"),
+        ("--keepalive-timeout", args.keepalive_timeout, 0.001, True, _INT32_MAX // 1000, "seconds"),
+    ]
+    for flag, seconds, least, inclusive, most, unit in times:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{flag} must be a finite number of {unit}, not {seconds}")
+        if seconds < least or (seconds == least and not inclusive):
+            bound = f"{least:g} or more" if inclusive else f"more than {least:g}"
+            raise ValueError(f"{flag} must be {bound} ({unit}), not {seconds:g}")
+        if most is not None and seconds > most:
+            raise ValueError(f"{flag} must be at most {most:g} ({unit}), not {seconds:g}")
     if args.processes > 1 and args.port == 0:
         raise ValueError("--processes needs a fixed --port (the processes share it)")
-    return config, (args.log_level, args.log_format), args.processes
+    if args.metrics_port:
+        last = args.metrics_port + args.processes - 1
+        if last > 65535:
+            raise ValueError(f"--metrics-port {args.metrics_port} with --processes {args.processes} "
+                             f"needs ports {args.metrics_port} to {last} (process i serves metrics "
+                             "on --metrics-port + i); choose a lower --metrics-port")
+        if args.metrics_port <= args.port <= last:
+            if args.processes == 1:
+                raise ValueError(f"--metrics-port {args.metrics_port} is the gRPC port (--port); "
+                                 "choose another")
+            raise ValueError(f"the metrics ports {args.metrics_port} to {last} (--metrics-port + i "
+                             f"for process i of --processes {args.processes}) would include the "
+                             f"gRPC port (--port {args.port}); choose another --metrics-port")
+
+
+def _check_tls(cert: str | None, key: str | None, client_ca: str | None) -> None:
+    """Checks the server's TLS files before anything starts: grpc only says it cannot
+    listen when they are unreadable or do not belong together."""
+    if not cert and not key:
+        if client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return
+    if not (cert and key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
+        if path is not None:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise ValueError(_file_problem(flag, path, exc)) from None
+    import ssl  # here, not at the top: kvgrpc must load the MySQL C extension before ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key gets the empty password (grpc cannot use one) instead of a prompt.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"--tls-cert {cert} and --tls-key {key} do not form a pair "
+                         f"({_ssl_reason(exc)}): the key must be the certificate's private key, "
+                         "both PEM, the key unencrypted") from None
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"--tls-client-ca {client_ca} holds no usable CA certificate "
+                             f"({_ssl_reason(exc)})") from None
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's words for a failed load, without CPython's source position."""
+    reason = getattr(exc, "reason", None)
+    library = getattr(exc, "library", None)
+    if reason:
+        return f"{library}: {reason}" if library else str(reason)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc)) or type(exc).__name__
+
+
+def _file_problem(flag: str, path: str | None, exc: OSError) -> str:
+    """``--flag PATH: no such file`` for an unreadable file named by a flag."""
+    reason = {errno.ENOENT: "no such file", errno.EACCES: "permission denied",
+              errno.EISDIR: "is a directory"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{flag} {path}: {reason}"
+
+
+def _endpoint(url: str, password: str | None, source: str) -> MySQLEndpoint:
+    try:
+        return MySQLEndpoint.from_url(url, password)
+    except KvError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def _metrics_token(path: str | None) -> str | None:
@@ -1110,7 +1266,12 @@ def _metrics_token(path: str | None) -> str | None:
     an error, not an open endpoint."""
     if path is None:
         return None
-    token = Path(path).read_text().strip()
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(_file_problem("--metrics-token-file", path, exc)) from None
+    except UnicodeError:
+        raise ValueError(f"--metrics-token-file {path}: not UTF-8 text") from None
     if not token:
         raise ValueError(f"{path} (--metrics-token-file) is empty; refusing to serve metrics "
                          "without the token")
@@ -1152,7 +1313,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _serve(config: ServerConfig) -> int:
-    """Runs one server process until SIGTERM/SIGINT; returns its exit status."""
+    """Runs one server process until SIGTERM/SIGINT; returns its exit status (1: it could
+    not start, and said why in one line)."""
     try:
         server = build_server(config)
     except (KvError, ValueError, OSError) as exc:
@@ -1161,7 +1323,12 @@ def _serve(config: ServerConfig) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    server.start()
+    try:
+        server.start()
+    except (KvError, ValueError, OSError) as exc:  # the metrics port is taken
+        _LOGGER.error("cannot start: %s", exc)
+        server.stop(grace=0)
+        return 1
     _LOGGER.info("listening on %s:%d (%s, %s)", config.host, server.port,
                  ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls_cert else "plaintext",
                  f"bearer tokens required ({len(config.auth_tokens)} configured)"
@@ -1192,36 +1359,139 @@ def _serve(config: ServerConfig) -> int:
     return 0
 
 
+#: After SIGTERM, how much longer than --shutdown-grace the parent of --processes waits for
+#: a server process before SIGKILL (each gives up by itself at the grace period plus 5 s).
+KILL_AFTER_GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
 def _serve_processes(config: ServerConfig, count: int) -> int:
-    """Forks ``count`` server processes on one port (SO_REUSEPORT); forwards SIGTERM/SIGINT
-    to them and waits. (Forked before any gRPC object exists, as grpc's multiprocessing
-    example does.)"""
-    children = []
+    """Forks ``count`` server processes on one port (SO_REUSEPORT) and watches them: they
+    live and die together. Process i serves metrics on ``--metrics-port`` + i.
+
+    - SIGTERM/SIGINT to this process is passed on; it exits when they have stopped
+      (SIGKILL for any still running ``KILL_AFTER_GRACE_SECONDS`` past the grace period).
+    - A process that exits by itself (it could not start, crashed, was killed) is logged
+      with its status; the others are stopped the same way and this one exits with 1.
+    - Each child gets SIGTERM when this process dies, even by SIGKILL (Linux
+      ``PR_SET_PDEATHSIG``), so no orphan keeps serving the port.
+
+    Forked before any gRPC object exists, as grpc's multiprocessing example does. The
+    signals are blocked here and waited for with ``sigtimedwait`` (no handler races a
+    ``waitpid``); each child unblocks them at once.
+    """
+    if config.master is None:
+        # The processes share one SQLite file: create it (WAL mode, tables) here, once.
+        # Processes opening a new file at the same moment failed with "database is locked".
+        try:
+            SQLiteStore(config.sqlite_path, config.table).close()
+        except KvError as exc:
+            _LOGGER.error("cannot start: %s", exc)
+            return 1
+    parent = os.getpid()
+    waited = {signal.SIGCHLD, *_STOP_SIGNALS}
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    children: dict[int, int] = {}  # pid -> process index
     for i in range(count):
         pid = os.fork()
         if pid == 0:
-            metrics = None if config.metrics_port is None else config.metrics_port + i
-            os._exit(_serve(dataclasses_replace(config, metrics_port=metrics)))
-        children.append(pid)
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+                _die_with_parent(parent)
+                metrics = config.metrics_port and config.metrics_port + i  # None, 0 or PORT + i
+                code = _serve(dataclasses_replace(config, metrics_port=metrics))
+            except BaseException:
+                _LOGGER.exception("server process %d failed", os.getpid())
+            finally:
+                os._exit(code)  # never return into the parent's code
+        children[pid] = i
     _LOGGER.info("started %d server processes: %s", count, ", ".join(map(str, children)))
+    try:
+        return _watch_children(children, count, config.shutdown_grace)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
-    def forward(signum, frame):
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked server process: have the kernel send SIGTERM when the parent dies, and
+    exit at once if it already has (then this process was reparented before the call)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        _LOGGER.warning("prctl(PR_SET_PDEATHSIG) failed: %s; this process will outlive its parent",
+                        os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _watch_children(children: dict[int, int], count: int, grace: float) -> int:
+    """Waits for the server processes (see :func:`_serve_processes`); returns the exit status."""
+    waited = {signal.SIGCHLD, *_STOP_SIGNALS}
+    status = 0
+    kill_at: float | None = None  # stopping: when the processes still running get SIGKILL
+
+    def stop_all() -> float:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        return time.monotonic() + grace + KILL_AFTER_GRACE_SECONDS
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    status = 0
-    for pid in children:
-        while True:
-            try:
-                _, code = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
+    while True:
+        for pid, wait_status in _reaped():
+            index = children.pop(pid, None)
+            if index is None:
                 continue
-        status = status or os.waitstatus_to_exitcode(code)
-    return status
+            code = os.waitstatus_to_exitcode(wait_status)
+            if kill_at is None and not _STOP_SIGNALS & signal.sigpending():
+                _LOGGER.error("server process %d (%d of %d) ended unexpectedly (%s); stopping "
+                              "the other %d and exiting with status 1", pid, index + 1, count,
+                              _exit_description(code), len(children))
+                status = 1
+                kill_at = stop_all()
+            elif code != 0:
+                _LOGGER.error("server process %d ended (%s)", pid, _exit_description(code))
+                status = 1
+        if not children:
+            return status
+        if kill_at is not None and time.monotonic() >= kill_at:
+            _LOGGER.error("server processes %s still running %g s after SIGTERM; killing them",
+                          ", ".join(map(str, children)), grace + KILL_AFTER_GRACE_SECONDS)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kill_at, status = math.inf, 1
+        info: signal.struct_siginfo | None
+        if kill_at is None or kill_at == math.inf:
+            info = signal.sigwaitinfo(waited)
+        else:
+            info = signal.sigtimedwait(waited, max(0.0, kill_at - time.monotonic()))
+        if info is not None and info.si_signo in _STOP_SIGNALS and kill_at is None:
+            _LOGGER.info("stopping %d server processes (%s)", len(children),
+                         signal.Signals(info.si_signo).name)
+            kill_at = stop_all()
+
+
+def _reaped():
+    """(pid, wait status) of each child that has ended, without blocking."""
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, wait_status
+
+
+def _exit_description(code: int) -> str:
+    """'exit status N' or 'killed by SIGNAME', from ``os.waitstatus_to_exitcode``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 def dataclasses_replace(config: ServerConfig, **changes) -> ServerConfig:
