@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -352,6 +353,11 @@ class ReadRouter:
                          (self._no_master if e is self.master and self._no_master else e.problem))
                         for e in endpoints]
         for endpoint, reachable, lag, semi_sync, problem in snapshot:
+            if endpoint.role != "master":
+                semi_sync = False  # a master's property (a demoted one's last reading is void)
+            elif semi_sync is None and reachable:  # not watched (no --require-semi-sync): ask
+                with contextlib.suppress(KvError):
+                    semi_sync = endpoint.store.semi_sync_active()
             usage = endpoint.store.pool_usage()
             with self._lock:
                 healthy = self._healthy(endpoint) if endpoint.role == "replica" else reachable

@@ -358,6 +358,16 @@ def run_cli_admin(*args: str, env: dict | None = None) -> subprocess.CompletedPr
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+def test_status_reports_semi_sync_without_require_semi_sync(sandbox, start_server, table_name):
+    """GetStatus's semi_sync_active is whether semi-sync is on (the sandbox runs it), not
+    whether the server was told to require it."""
+    server = start_server(master=sandbox.master, replicas=(sandbox.replica,), table=table_name)
+    with server.client() as kv:
+        master, replica = kv.status()
+    assert master.role == "master" and master.semi_sync_active
+    assert replica.role == "replica" and not replica.semi_sync_active
+
+
 def test_admin_status_prints_each_endpoint(own_sandbox, start_server, table_name):
     box = own_sandbox()
     server = start_server(master=box.master, replicas=box.replicas, table=table_name,
