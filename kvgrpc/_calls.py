@@ -10,6 +10,8 @@ clients drive the same logic, one with blocking calls and one with ``await``.
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,10 +79,46 @@ def error_from(exc: grpc.RpcError | _StatusLike) -> KvError:
     for key, value in trailing or ():
         if key in (COMMITTED_METADATA_KEY, CURRENT_VERSION_METADATA_KEY):
             numbers[key] = int(value)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        details = connection_problem(details)
     return error_class(code.name)(
         details, committed=numbers.get(COMMITTED_METADATA_KEY),
         current_version=numbers.get(CURRENT_VERSION_METADATA_KEY),
     )
+
+
+_CONNECT_FAILED = re.compile(r"failed to connect to all addresses; last error: [A-Z_]+: "
+                             r"(?:ipv4:|ipv6:|unix:)?(?P<address>\S+?): (?P<reason>.*)", re.S)
+
+
+def connection_problem(details: str) -> str:
+    """grpc's words for a connection that failed, as a user can act on them: the address
+    and the reason, without grpc's internal status names (``last error: UNKNOWN: ...``)
+    and with the likely cause of a TLS mismatch. Other details are returned as they are."""
+    found = _CONNECT_FAILED.match(details)
+    if found is None:
+        return _closed(details.strip()) or details
+    address = urllib.parse.unquote(found["address"])
+    reason = re.sub(r"(: OK)+$", "", found["reason"].strip())
+    if _closed(reason):
+        reason = _closed(reason)
+    elif "Connection refused" in reason:
+        reason = "connection refused (no server listens there)"
+    elif "CERTIFICATE_VERIFY_FAILED" in reason:
+        reason = ("the TLS handshake failed: the server's certificate is not signed by a CA this "
+                  "client trusts (CERTIFICATE_VERIFY_FAILED; see the CA file given, ca_file / --tls-ca)")
+    elif "WRONG_VERSION_NUMBER" in reason or "handshake" in reason.lower():
+        reason = (f"the TLS handshake failed ({reason}): is the server serving TLS, and this "
+                  "client connecting with the right CA and certificate?")
+    return f"cannot connect to {address}: {reason}"
+
+
+def _closed(reason: str) -> str:
+    """The words for a connection the server closed at once ('' for another reason)."""
+    if reason not in ("Socket closed", "Connection reset by peer", "recvmsg:Connection reset by peer"):
+        return ""
+    return (f"the server closed the connection ({reason}): if it serves TLS, connect with TLS "
+            "(and with a client certificate if it requires one)")
 
 
 # --------------------------------------------------------------------------------------

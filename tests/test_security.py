@@ -127,11 +127,18 @@ def test_tls_and_a_wrong_ca(start_server, tmp_path, pki, client_kind):
     with server.client(ca_file=str(pki / "ca.pem"), timeout=5) as kv:
         assert kv.put("k", b"over tls") == 1
     with server.client(ca_file=str(pki / "other-ca.pem"), timeout=3) as impostor_trust:
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match="certificate is not signed by a CA this client trusts") as wrong_ca:
             impostor_trust.get("k")
     with server.client(timeout=3) as plaintext:
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match="if it serves TLS, connect with TLS") as no_tls:
             plaintext.get("k")
+    server.server.stop(0)
+    with server.client(timeout=3) as nobody:
+        with pytest.raises(Unavailable, match=f"cannot connect to 127.0.0.1:{server.port}: connection "
+                           "refused") as refused:
+            nobody.get("k")
+    for error in (wrong_ca, no_tls, refused):  # grpc's internal status names are not shown
+        assert "UNKNOWN" not in str(error.value) and "last error" not in str(error.value), error.value
 
 
 def test_mutual_tls_requires_a_client_certificate(start_server, tmp_path, pki, client_kind):
