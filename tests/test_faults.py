@@ -353,6 +353,28 @@ def test_check_lists_differing_keys(sandbox, mysql_server):
     assert result.stdout.count("differs:") == 2 and result.stdout.strip().endswith("DIFFERENT")
 
 
+def test_check_takes_the_replicas_from_the_environment_and_a_node_replicating_from_nobody(
+        sandbox, mysql_server):
+    """`check` with no URL compares the master with every replica of the variables (a
+    comma-separated list was taken for one URL: "names no database"); a node that
+    replicates from nobody is compared as it is at once (it waited 30 s for nothing)."""
+    table = mysql_server.config.table
+    with mysql_server.client() as kv:
+        kv.put("c-env", "v")
+    sandbox.wait_for_replica()
+    replica = sandbox.env["KVGRPC_ADMIN_REPLICA_URL"].split(",")[0]
+    env = sandbox.process_env(KVGRPC_ADMIN_MASTER_URL=sandbox.env["KVGRPC_ADMIN_MASTER_URL"],
+                              KVGRPC_ADMIN_REPLICA_URL=f"{replica},{replica}")
+    both = run_cli_admin("check", "--table", table, env=env)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert both.stdout.count("replica mysql://") == 2 and both.stdout.count("clean") == 2, both.stdout
+    started = time.monotonic()
+    alone = run_cli_admin("check", "--table", table, "--master", env["KVGRPC_ADMIN_MASTER_URL"],
+                          "--replica", env["KVGRPC_ADMIN_MASTER_URL"], env=env)
+    assert alone.returncode == 0 and alone.stdout.strip().endswith("clean"), alone.stdout + alone.stderr
+    assert "replicates from nobody" in alone.stderr and time.monotonic() - started < 20
+
+
 def run_cli_admin(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvgrpc.admin", *args],
                           capture_output=True, text=True, env=env, timeout=120)

@@ -64,17 +64,22 @@ def _status(args, out) -> int:
 def _check(args, out) -> int:
     from kvgrpc.ops.mysql_admin import check
 
-    if args.dry_run:
-        print(f"would: compare table {args.table} on {_endpoint(args.master)} and "
-              f"{_endpoint(args.replica)} (read-only)", file=out)
-        return 0
-    result = check(_endpoint(args.master), _endpoint(args.replica), args.table, chunk=args.chunk)
-    print(f"table {result.table}: master {result.master_rows} rows, replica {result.replica_rows} "
-          f"rows; {result.ranges} key ranges compared, {result.differing_ranges} differ", file=out)
-    for key in result.differing_keys:
-        print(f"  differs: {key.decode('utf-8', 'backslashreplace')}", file=out)
-    print("clean" if result.clean else "DIFFERENT", file=out)
-    return 0 if result.clean else 1
+    master, replicas = _topology(args)
+    status = 0
+    for replica in replicas:
+        if len(replicas) > 1:
+            print(f"replica {replica}:", file=out)
+        if args.dry_run:
+            print(f"would: compare table {args.table} on {master} and {replica} (read-only)", file=out)
+            continue
+        result = check(master, replica, args.table, chunk=args.chunk)
+        print(f"table {result.table}: master {result.master_rows} rows, replica {result.replica_rows} "
+              f"rows; {result.ranges} key ranges compared, {result.differing_ranges} differ", file=out)
+        for key in result.differing_keys:
+            print(f"  differs: {key.decode('utf-8', 'backslashreplace')}", file=out)
+        print("clean" if result.clean else "DIFFERENT", file=out)
+        status = status if result.clean else 1
+    return status
 
 
 def _restore(args, out) -> int:
@@ -92,7 +97,9 @@ def _restore(args, out) -> int:
 
 def _topology(args) -> tuple:
     master = args.master or os.environ.get("KVGRPC_ADMIN_MASTER_URL")
-    replicas = args.replica or [u for u in os.environ.get("KVGRPC_ADMIN_REPLICA_URL", "").split(",") if u]
+    # --replica may be repeated, and each may be a comma-separated list (as the variable is).
+    given = ",".join(args.replica) if args.replica else os.environ.get("KVGRPC_ADMIN_REPLICA_URL", "")
+    replicas = [u.strip() for u in given.split(",") if u.strip()]
     if not master or not replicas:
         raise InvalidArgument("give the master and the replicas: --master URL --replica URL ... "
                               "(or KVGRPC_ADMIN_MASTER_URL, KVGRPC_ADMIN_REPLICA_URL)")
@@ -162,8 +169,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--target", default=os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET))
     status.add_argument("--timeout", type=float, default=10.0)
     chk = sub.add_parser("check", help="compare master and replica")
-    chk.add_argument("--master", required=True, metavar="URL")
-    chk.add_argument("--replica", required=True, metavar="URL")
+    chk.add_argument("--master", metavar="URL", help="default: $KVGRPC_ADMIN_MASTER_URL")
+    chk.add_argument("--replica", action="append", metavar="URL",
+                     help="a replica to compare with the master; repeat, or separate with commas, "
+                          "for several (default: $KVGRPC_ADMIN_REPLICA_URL)")
     chk.add_argument("--table", default="kv")
     chk.add_argument("--chunk", type=int, default=1000, help="keys per checksummed range")
     rst = sub.add_parser("restore", help="rebuild an empty master from a replica")
