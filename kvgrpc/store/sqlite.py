@@ -122,7 +122,19 @@ class SQLiteStore:
         cnx = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
-        cnx.execute("PRAGMA journal_mode=WAL")
+        # Switching a new file to WAL takes a lock SQLite's busy handler does not wait for:
+        # processes opening a new file at once got "database is locked". Retried here,
+        # within busy_timeout (a file already in WAL mode does not switch again).
+        give_up = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                cnx.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= give_up:
+                    cnx.close()
+                    raise
+                time.sleep(0.01)
         cnx.execute("PRAGMA synchronous=FULL")
         with self._lock:
             self._all.append(cnx)
