@@ -37,6 +37,10 @@ def load_tokens(environ_value: str | None, path: str | None) -> list[str]:
     if path:
         listed = [line.strip() for line in Path(path).read_text().splitlines()
                   if line.strip() and not line.lstrip().startswith("#")]
+        mode = Path(path).stat().st_mode
+        if mode & 0o077:
+            _LOGGER.warning("%s is readable or writable by other users (mode %03o); the tokens "
+                            "in it are secrets: chmod 600 it", path, mode & 0o777)
         if not listed:
             raise ValueError(f"{path} holds no token (one per line; blank lines and # comments "
                              "are skipped); refusing to start without authentication")
@@ -66,8 +70,10 @@ class Authenticator:
         if not self._tokens:
             return None
         offered = [value for key, value in metadata or () if key == AUTHORIZATION]
-        if len(offered) == 1 and isinstance(offered[0], str) and offered[0].startswith("Bearer "):
-            candidate = offered[0][len("Bearer "):].encode()
+        scheme, _, credentials = offered[0].partition(" ") if len(offered) == 1 and isinstance(
+            offered[0], str) else ("", "", "")
+        if scheme.lower() == "bearer":  # the scheme is case-insensitive (RFC 9110 11.1)
+            candidate = credentials.strip().encode()
             # Compare with every token, so the time taken says nothing about which matched.
             matches = [hmac.compare_digest(candidate, t) for t in self._tokens]
             if any(matches):

@@ -64,6 +64,15 @@ def test_token_required(start_server, tmp_path, caplog, client_kind):
     with server.client(token=TOKEN) as kv:
         assert kv.put("k", b"v") == 1 and kv.get("k") == b"v"
         assert kv.stream_put([("a", b"1"), ("b", b"2")]) == 2
+    # The scheme is case-insensitive (RFC 9110); the token is not.
+    with grpc.insecure_channel(server.target) as channel:
+        get = channel.unary_unary("/kvgrpc.v1.KeyValue/Get", request_serializer=kv_pb2.GetRequest.SerializeToString,
+                                  response_deserializer=kv_pb2.GetResponse.FromString)
+        assert get(kv_pb2.GetRequest(key="k"), metadata=[("authorization", f"bearer {TOKEN}")],
+                   timeout=5).record.value == b"v"
+        with pytest.raises(grpc.RpcError) as refused:
+            get(kv_pb2.GetRequest(key="k"), metadata=[("authorization", f"bearer {TOKEN.upper()}x")], timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     # Load balancers' health checks need no token.
     with grpc.insecure_channel(server.target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
