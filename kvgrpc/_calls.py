@@ -26,6 +26,7 @@ from kvgrpc.errors import (
     Aborted,
     Cancelled,
     Internal,
+    InvalidArgument,
     KvError,
     Unavailable,
     error_class,
@@ -45,14 +46,52 @@ CONSISTENCY: dict[str | None, kv_pb2.ReadConsistency] = {
 }
 
 
-def as_bytes(value: Value) -> bytes:
-    """``value`` as bytes: str is UTF-8 encoded; bytes-like objects are copied; anything
-    else is a TypeError (``bytes(5)`` would be five zero bytes)."""
+#: The largest ``expected_version`` and ``max_staleness_ms`` the messages can carry (int64,
+#: uint32): beyond them protobuf says only "Value out of range".
+MAX_EXPECTED_VERSION = 2**63 - 1
+MAX_STALENESS_MS = 2**32 - 1
+
+
+def as_key(key: object, what: str = "key") -> str:
+    """``key`` (or a prefix, a scan bound: ``what``) checked before it is sent: a str
+    (TypeError otherwise: protobuf would say "bad argument type for built-in operation")
+    that is valid UTF-8 text (InvalidArgument otherwise, as the server says it: a lone
+    surrogate, e.g. from undecodable bytes in a command line, cannot be sent)."""
+    if not isinstance(key, str):
+        raise TypeError(f"a {what} must be str, not {type(key).__name__}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(f"{what} {key!r}: {what} is not valid UTF-8 text "
+                              f"(character {exc.start}: {exc.reason})") from None
+    return key
+
+
+def as_bytes(value: Value, key: str | None = None) -> bytes:
+    """``value`` as bytes: str is UTF-8 encoded (InvalidArgument naming ``key`` if it is
+    not valid UTF-8 text); bytes-like objects are copied; anything else is a TypeError
+    (``bytes(5)`` would be five zero bytes)."""
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            where = "" if key is None else f"key {key!r}: "
+            raise InvalidArgument(f"{where}the value is str but not valid UTF-8 text (character "
+                                  f"{exc.start}: {exc.reason}); pass bytes for binary data") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"a value must be bytes or str, not {type(value).__name__}")
+
+
+def as_record(record: object, index: int) -> tuple[str, Value]:
+    """One record of a ``stream_put`` source: a ``(key, value)`` pair; TypeError naming
+    its index otherwise (a 2-character string would unpack as a key and a value)."""
+    if not isinstance(record, (tuple, list)) or len(record) != 2:
+        shown = repr(record)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise TypeError(f"record {index}: a record is a (key, value) pair, not "
+                        f"{type(record).__name__} {shown}")
+    return record[0], record[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -223,6 +262,8 @@ def read_options(consistency: str | None, max_staleness_ms: int, min_write_token
     ``min_write_token`` combine to the later of the two."""
     if consistency not in CONSISTENCY:
         raise ValueError(f"consistency must be one of {sorted(k for k in CONSISTENCY if k)}")
+    if not 0 <= max_staleness_ms <= MAX_STALENESS_MS:
+        raise ValueError(f"max_staleness_ms must be 0 to {MAX_STALENESS_MS}, not {max_staleness_ms}")
     token = min_write_token or ""
     if session_token is not None:
         token = latest(session_token, token)
@@ -231,8 +272,11 @@ def read_options(consistency: str | None, max_staleness_ms: int, min_write_token
 
 
 def put_request(key: str, value: Value, expected_version: int | None) -> kv_pb2.PutRequest:
-    request = kv_pb2.PutRequest(key=key, value=as_bytes(value))
+    request = kv_pb2.PutRequest(key=as_key(key), value=as_bytes(value, key))
     if expected_version is not None:
+        if not 0 <= expected_version <= MAX_EXPECTED_VERSION:
+            raise ValueError(f"expected_version must be 0 (the key must be absent) to "
+                             f"{MAX_EXPECTED_VERSION}, not {expected_version}")
         request.expected_version = expected_version
     return request
 
@@ -240,14 +284,15 @@ def put_request(key: str, value: Value, expected_version: int | None) -> kv_pb2.
 def scan_request(prefix: str, start: str, end: str, page_size: int, page_bytes: int,
                  keys_only: bool, options: kv_pb2.ReadOptions, token: str) -> kv_pb2.ScanRequest:
     return kv_pb2.ScanRequest(
-        prefix=prefix, start_key=start, end_key=end, page_size=page_size,
+        prefix=as_key(prefix, "prefix"), start_key=as_key(start, "start key"),
+        end_key=as_key(end, "end key"), page_size=page_size,
         page_bytes=page_bytes, page_token=token, keys_only=keys_only, read_options=options,
     )
 
 
 def watch_request(key: str | None, prefix: str | None, revision: int | None) -> kv_pb2.WatchRequest:
-    request = (kv_pb2.WatchRequest(key=key) if key is not None
-               else kv_pb2.WatchRequest(prefix=prefix))
+    request = (kv_pb2.WatchRequest(key=as_key(key)) if key is not None
+               else kv_pb2.WatchRequest(prefix=as_key(prefix, "prefix")))
     if revision is not None:
         request.start_revision = revision
     return request
@@ -307,7 +352,7 @@ class BatchGetRounds:
     def __init__(self, keys: Sequence[str]) -> None:
         if isinstance(keys, (str, bytes)):  # its characters would be taken for keys
             raise TypeError("keys must be a sequence of keys, not one string")
-        self._keys = list(keys)
+        self._keys = [as_key(key) for key in keys]
         self.pending: list[str] = self._keys
         self.rounds = 0
         self._found: dict[str, bytes] = {}
@@ -434,7 +479,7 @@ class StreamBatcher:
 
     def add(self, key: str, value: Value) -> kv_pb2.StreamPutRequest | None:
         """Adds a record; returns a full message to send first, if any."""
-        pair = kv_pb2.KeyValuePair(key=key, value=as_bytes(value))
+        pair = kv_pb2.KeyValuePair(key=as_key(key), value=as_bytes(value, key))
         pair_size = pair.ByteSize() + 6  # as encoded, with its tag and length in the message
         out = None
         if self._batch and (len(self._batch) >= self._batch_records
@@ -461,8 +506,8 @@ def stream_messages(records: Iterable[tuple[str, Value]], batcher: StreamBatcher
     and ends the stream after the records before it (gRPC would turn it into an opaque
     status and send none of them); the caller raises it once the stream is answered."""
     try:
-        for key, value in records:
-            message = batcher.add(key, value)
+        for index, record in enumerate(records):
+            message = batcher.add(*as_record(record, index))
             if message is not None:
                 yield message
                 if on_sent:

@@ -166,7 +166,7 @@ class KeyValueClient:
 
     async def delete(self, key: str) -> bool:
         """Removes ``key``; returns whether it existed."""
-        reply = await self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key))
+        reply = await self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=_calls.as_key(key)))
         self._wrote(reply)
         return bool(reply.deleted)
 
@@ -259,7 +259,7 @@ class KeyValueClient:
                          max_staleness_ms: int = 0, min_write_token: str | None = None) -> Record:
         """Returns the record (key, value, version) under ``key``; raises NotFound if none."""
         options = self._read_options(consistency, max_staleness_ms, min_write_token)
-        reply = await self._call(self._stub.Get, kv_pb2.GetRequest(key=key, read_options=options))
+        reply = await self._call(self._stub.Get, kv_pb2.GetRequest(key=_calls.as_key(key), read_options=options))
         return _calls.record_from(reply.record)
 
     async def batch_get(self, keys: Sequence[str], *, consistency: str | None = None,

@@ -56,7 +56,6 @@ DEFAULT_TARGET = "localhost:1313"
 _Reply = TypeVar("_Reply")
 
 # Shared with the asyncio client (kvgrpc/_calls.py); the old private names stay usable.
-_as_bytes = _calls.as_bytes
 _error_from = _calls.error_from
 
 
@@ -224,12 +223,12 @@ class KeyValueClient:
                    min_write_token: str | None = None) -> Record:
         """Returns the record (key, value, version) under ``key``; raises NotFound if none."""
         options = self._read_options(consistency, max_staleness_ms, min_write_token)
-        reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=key, read_options=options))
+        reply = self._call(self._stub.Get, kv_pb2.GetRequest(key=_calls.as_key(key), read_options=options))
         return _calls.record_from(reply.record)
 
     def delete(self, key: str) -> bool:
         """Removes ``key``; returns whether it existed."""
-        reply = self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=key))
+        reply = self._call(self._stub.Delete, kv_pb2.DeleteRequest(key=_calls.as_key(key)))
         self._wrote(reply)
         return reply.deleted
 

@@ -16,7 +16,7 @@ import pytest
 
 from kvgrpc import _calls, kv_pb2, kv_pb2_grpc
 from kvgrpc.client import RetryPolicy
-from kvgrpc.errors import Internal, Unavailable
+from kvgrpc.errors import Internal, InvalidArgument, NotFound, Unavailable
 from kvgrpc.records import Limits
 from kvgrpc.server import KeyValueServer, ServerConfig, build_service
 from tests.conftest import open_client
@@ -293,3 +293,34 @@ def test_both_clients_refuse_the_same_bad_arguments_before_sending(start_server,
             assert "1200 records committed" in info.value.__notes__[-1]
         assert len(kv.batch_get([f"r{i:04d}" for i in range(1_000)])) == 1_000
         assert kv.get("r1199") == b"v"
+
+
+def test_bad_arguments_are_refused_by_name_before_anything_is_sent(start_server, tmp_path, client_kind):
+    """Wrong types, text that cannot be UTF-8 and numbers a message cannot hold are refused
+    with the argument's name, not protobuf's or the codec's words; and a 2-character string
+    given as a record is refused, not stored as key 'a', value 'b'."""
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"))
+    with server.client() as kv:
+        cases = [
+            (lambda: kv.stream_put(["ab"]), TypeError, r"record 0: a record is a \(key, value\) pair, not str"),
+            (lambda: kv.stream_put({"ab": b"v"}), TypeError, "record 0: a record is a"),
+            (lambda: kv.stream_put([("x", b"1"), ("a",)]), TypeError, "record 1: a record is a"),
+            (lambda: kv.stream_put([(1, b"v")]), TypeError, "a key must be str, not int"),
+            (lambda: kv.stream_put([("caf\udce9", b"v")]), InvalidArgument, "key is not valid UTF-8"),
+            (lambda: kv.put("caf\udce9", b"v"), InvalidArgument, r"key 'caf\\udce9': key is not valid UTF-8"),
+            (lambda: kv.put("k", "\ud800"), InvalidArgument, "key 'k': the value is str but not valid UTF-8"),
+            (lambda: kv.put(1, b"v"), TypeError, "a key must be str, not int"),
+            (lambda: kv.get("caf\udce9"), InvalidArgument, "not valid UTF-8"),
+            (lambda: kv.delete(b"k"), TypeError, "a key must be str, not bytes"),
+            (lambda: kv.batch_get([1, 2]), TypeError, "a key must be str, not int"),
+            (lambda: list(kv.scan("caf\udce9")), InvalidArgument, "prefix 'caf\\\\udce9': prefix is not"),
+            (lambda: kv.put("k", b"v", expected_version=2**64), ValueError, "expected_version must be 0"),
+            (lambda: kv.get("k", consistency="bounded", max_staleness_ms=-5), ValueError,
+             "max_staleness_ms must be 0 to 4294967295, not -5"),
+        ]
+        for call, error, message in cases:
+            with pytest.raises(error, match=message):
+                call()
+        with pytest.raises(NotFound):
+            kv.get("a")  # nothing of the refused records was stored
+        assert kv.get("x") == b"1"  # the records before a bad one are committed, as documented
