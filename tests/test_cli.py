@@ -184,7 +184,7 @@ def test_a_value_over_the_servers_limit_is_a_bad_row_at_its_line(start_server, t
     summary = json.loads(out)
     assert status == 0 and uuid.UUID(summary.pop("load_id")) and summary.pop("seconds") >= 0
     assert summary == {"target": server.target, "committed": 3, "committed_before": 0,
-                       "bad_rows_skipped": 1, "ok": True}
+                       "bad_rows_skipped": 1, "blank_lines_skipped": 0, "ok": True}
 
 
 def test_put_get_delete_commands(sqlite_server):
@@ -251,7 +251,7 @@ def test_shell_runs_commands_from_its_input(sqlite_server):
         "quit",
     ]) + "\n"
     result = run_cli("--target", sqlite_server.target, "shell", stdin=script)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # piped, and commands failed
     assert result.stdout.splitlines() == [
         "ok (version 1)",
         "hello world",
@@ -467,3 +467,166 @@ def test_counts_and_timeouts_must_be_positive(args):
     assert result.returncode == 2
     assert re.search(r"error: argument --[a-z-]+: .* (is not greater than 0|is not a number)",
                      result.stderr), result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# An outside tester's findings: the shell, flag checks, blank lines, empty files
+# --------------------------------------------------------------------------------------
+
+
+def _shell(target: str, script: bytes, **env: str) -> subprocess.CompletedProcess:
+    """The shell with ``script`` piped in (bytes: it may hold bytes that are not UTF-8)."""
+    return subprocess.run([sys.executable, "-m", "kvgrpc.client", "--target", target, "shell"],
+                          input=script, capture_output=True, timeout=60,
+                          env=dict(os.environ, **env))
+
+
+def test_a_bad_shell_line_is_one_error_and_the_shell_goes_on(sqlite_server):
+    # Strict UTF-8 stdin, as in a UTF-8 locale: the byte 0xe9 used to end the shell with
+    # a codec error (exit 1, the lines after it never run).
+    script = b"put lat:x caf\xe9\nput caf\xe9 v\nput ok:1 v\nget lat:x\n"
+    result = _shell(sqlite_server.target, script, PYTHONIOENCODING="utf-8")
+    assert result.returncode == 1, result.stderr  # piped input, and a command failed
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "ok (version 1)"  # a value keeps its bytes, as `put KEY VALUE` does
+    assert lines[1].startswith("error: ") and "utf-8" in lines[1].lower()  # a key cannot be sent
+    assert lines[2:4] == ["ok (version 1)", "caf\\xe9"]
+    assert result.stderr == b""
+    with sqlite_server.client() as kv:
+        assert kv.get("ok:1") == b"v" and kv.get("lat:x") == b"caf\xe9"
+    clean = _shell(sqlite_server.target, b"put ok:2 v\nget ok:2\n")
+    assert clean.returncode == 0 and clean.stdout.decode().splitlines()[:2] == ["ok (version 1)", "v"]
+
+
+def test_shell_scan_limit_must_be_at_least_1(sqlite_server):
+    script = b"put sc:1 a\nput sc:2 b\nscan sc: 0\nscan sc: -1\nscan sc: ten\nscan sc: 1\n"
+    result = _shell(sqlite_server.target, script)
+    assert result.returncode == 1
+    assert result.stdout.decode().splitlines()[:6] == [
+        "ok (version 1)", "ok (version 1)",
+        "error: LIMIT must be a whole number of at least 1, not '0'",
+        "error: LIMIT must be a whole number of at least 1, not '-1'",
+        "error: LIMIT must be a whole number of at least 1, not 'ten'",
+        "sc:1 = a",
+    ]
+    assert "... (more)" in result.stdout.decode()
+
+
+def test_shell_help_does_not_list_eof(sqlite_server):
+    result = _shell(sqlite_server.target, b"help\n")
+    assert result.returncode == 0
+    commands = result.stdout.decode().split("=\n", 1)[1].split()
+    assert "quit" in commands and "scan" in commands and "EOF" not in commands
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("inf", "'inf' is not a finite number"), ("-inf", "'-inf' is not a finite number"),
+    ("nan", "'nan' is not a finite number"), ("1e10", "1e10 is more than 31536000"),
+])
+def test_timeout_must_be_finite(capsys, value, problem):
+    """--timeout inf was taken, and every call then failed at once ("Deadline Exceeded")."""
+    with pytest.raises(SystemExit) as usage:
+        cli("--target", "127.0.0.1:1", f"--timeout={value}", "get", "k")
+    assert usage.value.code == 2
+    assert f"error: argument --timeout: {problem}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, problem", [
+    ("localhost:99999", "'localhost:99999': the port must be 1 to 65535"),  # was port 34463
+    ("localhost:0", "'localhost:0': the port must be 1 to 65535"),
+    ("localhost", "'localhost' is not HOST:PORT"),  # was port 443
+    ("localhost:", "'localhost:': the port must be 1 to 65535"),
+    ("::1:1313", "'::1:1313': an IPv6 address goes in brackets ([ADDRESS]:PORT)"),
+    ("[nope]:1313", "'[nope]:1313': '[nope]' is not an IPv6 address in brackets ([ADDRESS]:PORT)"),
+    ("a:1,b", "'b' is not HOST:PORT"),
+    ("a:1,,b:2", "'a:1,,b:2' holds an empty server; expected HOST:PORT[,HOST:PORT...]"),
+])
+def test_target_must_be_host_and_port(capsys, monkeypatch, target, problem):
+    with pytest.raises(SystemExit) as usage:
+        cli("get", "k", "--target", target)
+    assert usage.value.code == 2
+    assert f"error: argument --target: {problem}\n" in capsys.readouterr().err
+    monkeypatch.setenv("KVGRPC_TARGET", target)
+    with pytest.raises(SystemExit) as usage:
+        cli("get", "k")
+    assert usage.value.code == 2
+    assert f"error: $KVGRPC_TARGET: {problem}\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["localhost:1313", "127.0.0.1:1", "[::1]:65535",
+                                    "a.example:80, b.example:81"])
+def test_valid_targets_are_taken(target):
+    from kvgrpc.cli.commands import build_parser
+
+    assert build_parser().parse_args(["status", "--target", target]).target == target
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf"], ids=["0-bytes", "bom-only"])
+def test_an_empty_csv_file_is_refused_like_a_missing_header(sqlite_server, tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    status, out, err = cli("--target", sqlite_server.target, "stream", str(path))
+    assert (status, out) == (1, "")  # was: "0 records committed", exit 0
+    assert err == f"error: {path}: the file is empty, without the header 'key,value'\n"
+
+
+def test_blank_lines_are_skipped_but_empty_fields_are_not(sqlite_server, tmp_path):
+    path = _write(tmp_path, "blank.csv", "key,value\r\na,1\r\n\r\n\nb,2\r\n\r\n")
+    status, out, err = cli("--target", sqlite_server.target, "stream", path)
+    assert status == 0, err  # was: "line 3: row is empty", exit 1
+    assert out.startswith("2 records committed") and out.endswith("; 3 blank lines skipped\n")
+    assert _contents(sqlite_server, ["a", "b"]) == {"a": b"1", "b": b"2"}
+    for row, problem in (('""', "row is empty; expected 2"), (",", "key is empty"),
+                         (",,", "row has 3 fields")):
+        bad = _write(tmp_path, "bad.csv", f"key,value\na,1\n\n{row}\nb,2\n")
+        status, _, err = cli("--target", sqlite_server.target, "stream", bad)
+        assert status == 1 and f"error: line 4: {problem}" in err, (row, err)
+
+
+def test_a_resumed_load_with_blank_lines_sends_each_record_once(sqlite_server, tmp_path):
+    rows = (["key,value"] + [f"k{i},v{i}" for i in range(10)] + ["", ""]
+            + [f"k{i},v{i}" for i in range(10, 20)] + ["x,y,z"] + [f"k{i},v{i}" for i in range(20, 30)])
+    path = _write(tmp_path, "blank.csv", "\n".join(rows) + "\n\n")  # and a trailing blank line
+    first = run_cli("--target", sqlite_server.target, "stream", path)
+    assert first.returncode == 1
+    assert first.stdout.startswith("20 records committed") and "; 2 blank lines skipped" in first.stdout
+    assert "error: line 24: row has 3 fields" in first.stderr  # the line counts the blank lines
+    words = assert_one_resume_command(first, sqlite_server.target, path)
+    rows[23] = "x,fixed"
+    Path(path).write_text("\n".join(rows) + "\n\n")
+    second = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("11 records committed")
+    assert second.stdout.endswith("; 20 records committed before, by earlier runs of the load; "
+                                  "1 blank line skipped\n")
+    with sqlite_server.client() as kv:
+        records = list(kv.scan(page_size=1000))
+    assert {r.key: r.value for r in records} == {
+        **{f"k{i}": f"v{i}".encode() for i in range(30)}, "x": b"fixed"}
+    assert {r.version for r in records} == {1}  # every record once
+
+
+def test_stream_needs_a_file_not_stdin(sqlite_server):
+    dash = run_cli("--target", sqlite_server.target, "stream", "-", stdin="key,value\na,1\n")
+    assert dash.returncode == 2 and dash.stderr.startswith("usage: kvgrpc stream ")
+    assert dash.stderr.endswith("kvgrpc stream: error: stream needs a file, not stdin ('-'): a load "
+                                "is resumable, and a resumed load reads its file again; save the "
+                                "input to a file first\n")
+    pipe = run_cli("--target", sqlite_server.target, "stream", "/dev/stdin", stdin="key,value\na,1\n")
+    assert (pipe.returncode, pipe.stdout) == (1, "")
+    assert pipe.stderr == ("error: /dev/stdin: not a regular file; stream needs a file, which a "
+                           "resumed load reads again\n")
+    assert _contents(sqlite_server, ["a"]) == {}
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["put", "k"], "put needs a VALUE ('-' for stdin) or --value-file FILE"),
+    (["put", "k", "v", "--value-file", "x"],
+     "put takes a VALUE ('-' for stdin) or --value-file FILE, not both"),
+])
+def test_put_value_usage_errors(capsys, args, problem):
+    with pytest.raises(SystemExit) as usage:
+        cli("--target", "127.0.0.1:1", *args)
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: kvgrpc put ") and err.endswith(f"kvgrpc put: error: {problem}\n")

@@ -8,7 +8,11 @@ stderr on failure (2 for a usage error); data goes to stdout, summaries name the
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import os
+import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -27,17 +31,61 @@ from kvgrpc.records import Record
 _BATCH_GET_KEYS = 1000
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` greater than 0."""
+#: The longest --timeout: a year. grpc counts a deadline in int64 nanoseconds since the
+#: epoch, so ~7e9 s from now (and inf) overflows and every call fails at once.
+MAX_TIMEOUT = 365 * 24 * 3600
+
+
+def _positive(kind: Callable[[str], Any], most: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` greater than 0 (and at most ``most``)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if not value > 0:
             raise argparse.ArgumentTypeError(f"{text} is not greater than 0")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text} is more than {most:.0f}")
         return value
     return parse
+
+
+def _target_problem(target: str) -> str | None:
+    """What is wrong with a ``--target`` (``HOST:PORT``, ``[IPV6]:PORT``, several of them
+    comma-separated), or None. grpc would take a port over 65535 modulo 65536 and a
+    missing port as 443."""
+    for part in target.split(","):
+        part = part.strip()
+        if not part:
+            return f"{target!r} holds an empty server; expected HOST:PORT[,HOST:PORT...]"
+        host, sep, port = part.rpartition(":")
+        if not sep or not host:
+            return f"{part!r} is not HOST:PORT"
+        if host.startswith("["):
+            try:
+                if not host.endswith("]"):
+                    raise ValueError
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                return f"{part!r}: {host!r} is not an IPv6 address in brackets ([ADDRESS]:PORT)"
+        elif ":" in host:
+            return f"{part!r}: an IPv6 address goes in brackets ([ADDRESS]:PORT)"
+        elif any(ch.isspace() or ch in "/[]" for ch in host):
+            return f"{part!r}: {host!r} is not a host name or address"
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            return f"{part!r}: the port must be 1 to 65535"
+    return None
+
+
+def _target(text: str) -> str:
+    """An argparse type: a valid ``--target``."""
+    problem = _target_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _add_global_flags(p: argparse.ArgumentParser, *, after_command: bool) -> None:
@@ -47,11 +95,14 @@ def _add_global_flags(p: argparse.ArgumentParser, *, after_command: bool) -> Non
     def default(value):
         return argparse.SUPPRESS if after_command else value
 
-    p.add_argument("--target", default=default(os.environ.get("KVGRPC_TARGET", DEFAULT_TARGET)),
+    # Without --target: $KVGRPC_TARGET, else DEFAULT_TARGET (checked in main(), where an
+    # error can name the variable rather than the flag).
+    p.add_argument("--target", type=_target, default=default(None), metavar="HOST:PORT",
                    help="server HOST:PORT, or several comma-separated to spread calls over them "
                         f"(default: $KVGRPC_TARGET or {DEFAULT_TARGET})")
-    p.add_argument("--timeout", type=_positive(float), default=default(DEFAULT_TIMEOUT), metavar="SECONDS",
-                   help="deadline of each call, and how long watch waits to connect (default 30)")
+    p.add_argument("--timeout", type=_positive(float, MAX_TIMEOUT), default=default(DEFAULT_TIMEOUT), metavar="SECONDS",
+                   help="deadline of each call, and how long watch waits to connect (default 30; "
+                        f"at most {MAX_TIMEOUT}, a year)")
     p.add_argument("--output", "-o", choices=["text", "json"], default=default("text"),
                    help="text for people (tabs, newlines and non-printing bytes escaped), or "
                         "json: one JSON object per line")
@@ -84,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help, description=help)
         _add_global_flags(parser, after_command=True)
+        parser.set_defaults(command_parser=parser)  # for usage errors found after parsing
         return parser
 
     put = command("put", "store a value under KEY: VALUE as UTF-8 text, '-' for stdin "
@@ -107,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "the server's database endpoints: role, health, lag, pool use")
     stream = command("stream", "load a CSV file of key,value records over one stream, as a "
                                "resumable load")
-    stream.add_argument("file", help="RFC 4180 CSV, UTF-8 (with or without BOM)")
+    stream.add_argument("file", help="RFC 4180 CSV, UTF-8 (with or without BOM); a file, not "
+                                     "stdin: a resumed load reads it again")
     stream.add_argument("--no-header", dest="header", action="store_false",
                         help="the file has no 'key,value' header row")
     stream.add_argument("--skip-bad", action="store_true",
@@ -135,10 +188,20 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     err = err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "put" and (args.value is None) == (args.value_file is None):
-        parser.error("put takes a VALUE ('-' for stdin) or --value-file FILE, not both")
+    usage = args.command_parser  # the command's own usage for its errors
+    if args.target is None:
+        args.target = os.environ.get("KVGRPC_TARGET") or DEFAULT_TARGET
+        if problem := _target_problem(args.target):
+            parser.error(f"$KVGRPC_TARGET: {problem}")
+    if args.command == "put" and args.value is None and args.value_file is None:
+        usage.error("put needs a VALUE ('-' for stdin) or --value-file FILE")
+    if args.command == "put" and args.value is not None and args.value_file is not None:
+        usage.error("put takes a VALUE ('-' for stdin) or --value-file FILE, not both")
     if args.command == "watch" and (args.key is None) == (args.prefix is None):
-        parser.error("watch takes a KEY, or --prefix PREFIX ('' for every key)")
+        usage.error("watch takes a KEY, or --prefix PREFIX ('' for every key)")
+    if args.command == "stream" and args.file == "-":
+        usage.error("stream needs a file, not stdin ('-'): a load is resumable, and a resumed "
+                    "load reads its file again; save the input to a file first")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together: a client certificate and its key")
     if args.tls_cert is not None:
@@ -158,6 +221,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         print(f"error: {args.target}: {exc}", file=err)
     except KvError as exc:
         print(f"error: {exc}", file=err)
+    except socket.gaierror as exc:  # a host of several comma-separated targets
+        print(f"error: {args.target}: {exc.strerror or exc}", file=err)
     except OSError as exc:
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=err)
     except ValueError as exc:  # e.g. a malformed --target

@@ -13,6 +13,8 @@ kept, only measured up to its end and reported.
 
 Rows that can be skipped (``--skip-bad``) are :class:`BadRow` with ``skippable`` set. Broken
 quoting cannot be skipped: where the next row starts is then unknown, so the load stops.
+A blank line (no field at all; a trailing one is common) holds no record: it is a
+:class:`BlankLine`, passed over without an error and counted in the summary.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import os
 import shlex
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +62,13 @@ class BadRow:
         return f"line {self.line}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class BlankLine:
+    """An empty line between records (``""`` or ``,`` is a row, and bad): ``line`` (1-based)."""
+
+    line: int
+
+
 #: A record read from the file: ``(line, key, value)``, ``line`` its first line in the
 #: file (1-based). A plain tuple: one is made per record, and it is the cheapest to build.
 CsvRow = tuple[int, str, bytes]
@@ -93,11 +104,13 @@ def _fields(body: bytes) -> list[bytes]:
     return [field.encode("latin-1") for field in fields]
 
 
-def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> Iterator[CsvRow | BadRow]:
-    """Yields each data row of the file as a :class:`CsvRow`, or a :class:`BadRow`.
+def read_csv(path: str, *, header: bool = True,
+             limits: Limits = Limits()) -> Iterator[CsvRow | BadRow | BlankLine]:
+    """Yields each data row of the file as a :class:`CsvRow`, or a :class:`BadRow`, and
+    each blank line after the header as a :class:`BlankLine`.
 
     With ``header``, the first row must be ``key,value`` (any case, spaces around);
-    otherwise :class:`HeaderError` is raised on the first ``next()``. A row over the
+    otherwise (an empty file included) :class:`HeaderError` is raised on the first ``next()``. A row over the
     limits in ``limits`` (key bytes, value bytes) is a skippable BadRow. Broken quoting
     yields a BadRow that is not skippable, and ends the iteration. ``OSError`` from
     reading the file propagates.
@@ -160,7 +173,7 @@ def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> It
                             expect_header = False
                             _check_header(path, fields)
                             continue
-                        yield check(row_line, fields)
+                        yield check(row_line, fields) if data else BlankLine(row_line)
                         continue
                     if not data and not ends_line:
                         continue  # the block ended at the end of a line
@@ -213,8 +226,12 @@ def read_csv(path: str, *, header: bool = True, limits: Limits = Limits()) -> It
                     expect_header = False
                     _check_header(path, fields)
                     continue
-                yield check(row_start, fields)
+                # (A blank line reaches here only when its CR and LF lay in two blocks.)
+                yield check(row_start, fields) if body else BlankLine(row_start)
             if not block:
+                if expect_header:
+                    raise HeaderError(f"{path}: the file is empty, without the header "
+                                      "'key,value'")
                 return
 
 
@@ -276,8 +293,11 @@ def stream_file(client: KeyValueClient, args: argparse.Namespace, out: TextIO, e
     the server how many records of that load are committed and sends only the rest. On
     any failure after the load has started it prints the one command that resumes it.
     """
-    with open(args.file, "rb"):  # a missing or unreadable file fails before anything else
-        pass
+    with open(args.file, "rb") as f:  # a missing or unreadable file fails before anything else
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a pipe cannot be read again
+            print(f"error: {args.file}: not a regular file; stream needs a file, which a "
+                  "resumed load reads again", file=err)
+            return 1
     limits = server_limits(client)
     load_id = args.load_id or str(uuid.uuid4())
     resume = resume_command(args, load_id)
@@ -315,9 +335,12 @@ def stream_file(client: KeyValueClient, args: argparse.Namespace, out: TextIO, e
         summary += f"; {count(first_start, 'record')} committed before, by earlier runs of the load"
     if run.skipped:
         summary += f"; {count(run.skipped, 'bad row')} skipped"
+    if run.blank:
+        summary += f"; {count(run.blank, 'blank line')} skipped"
     if args.output == "json":  # for programs: the same facts, one JSON object
         print(json_line({"target": args.target, "load_id": load_id, "committed": committed,
                          "committed_before": first_start, "bad_rows_skipped": run.skipped,
+                         "blank_lines_skipped": run.blank,
                          "seconds": round(seconds, 3), "ok": run.failure is None and not run.stopped}),
               file=out)
     else:
@@ -354,6 +377,7 @@ class _Run:
     failure: KvError | None  # how the stream failed
     stopped: list[BadRow | Exception]  # what ended the records early (a bad row, a read error)
     skipped: int  # bad rows skipped
+    blank: int  # blank lines passed over
 
 
 def _load_start(client: KeyValueClient, args, load_id: str, err) -> int:
@@ -375,11 +399,12 @@ def _load_start(client: KeyValueClient, args, load_id: str, err) -> int:
 def _send(client: KeyValueClient, args, load_id: str, start: int, limits: Limits, err,
           progress) -> _Run:
     """Streams the file's records from index ``start`` on as the load ``load_id``."""
-    items: Iterator[CsvRow | BadRow] = read_csv(args.file, header=args.header, limits=limits)
+    items: Iterator[CsvRow | BadRow | BlankLine] = read_csv(args.file, header=args.header,
+                                                            limits=limits)
     first = next(items, None)  # raises HeaderError before the stream opens
     if first is not None:
         items = itertools.chain([first], items)
-    run = _Run(committed=None, failure=None, stopped=[], skipped=0)
+    run = _Run(committed=None, failure=None, stopped=[], skipped=0, blank=0)
 
     # gRPC consumes this generator on its own thread, where an exception would cancel the
     # call with an opaque status; so it never raises: it records the problem and ends the
@@ -388,7 +413,11 @@ def _send(client: KeyValueClient, args, load_id: str, start: int, limits: Limits
         index = 0  # of the next good record in the file
         try:
             for item in items:
-                if isinstance(item, BadRow):
+                if not isinstance(item, tuple):  # a BadRow or a BlankLine, not a record
+                    if isinstance(item, BlankLine):
+                        if index >= start:  # as skipped rows: counted once, by this run
+                            run.blank += 1
+                        continue
                     if args.skip_bad and item.skippable:
                         if index >= start:  # rows before were reported by earlier runs
                             run.skipped += 1
@@ -438,8 +467,8 @@ def _locate_record(args, failure: KvError, start: int, limits: Limits) -> str:
     sent = 0
     try:
         for item in read_csv(args.file, header=args.header, limits=limits):
-            if isinstance(item, BadRow):
-                continue  # skipped (or the stop point, which lies after every sent record)
+            if not isinstance(item, tuple):
+                continue  # a blank line, a bad row skipped (or the stop point, after every sent record)
             if sent == index:
                 return f"line {item[0]}: "
             sent += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import cmd
 import contextlib
+import io
 import os
 import shlex
 import sys
@@ -26,7 +27,10 @@ class Shell(cmd.Cmd):
 
     Line editing and history come from readline (history kept in ~/.kvgrpc_history when
     the shell runs on a terminal). Arguments are split like a POSIX shell, so quote keys
-    or values with spaces. Errors are printed and the shell goes on.
+    or values with spaces. A command's error (the server's, a bad argument, a key that is
+    not UTF-8) is printed as one ``error: ...`` line and the shell goes on; ``failed`` is
+    then set. Values are stored as their bytes came, like ``put KEY VALUE`` on the
+    command line.
     """
 
     intro: str | None = ("kvgrpc shell: put KEY VALUE | get KEY | del KEY | scan [PREFIX] [LIMIT] | "
@@ -36,39 +40,52 @@ class Shell(cmd.Cmd):
         super().__init__(stdout=out)
         self.client = client
         self.prompt = f"kvgrpc {client.target}> "
+        self.failed = False  # a command failed (an error line was printed)
 
     def _args(self, line: str, count: range) -> list[str] | None:
         try:
             args = shlex.split(line)
         except ValueError as exc:
-            self._say(f"error: {exc}")
+            self._error(str(exc))
             return None
         if len(args) not in count:
-            self._say(f"error: expected {count.start}{'' if len(count) == 1 else f' to {count.stop - 1}'} "
-                      "argument(s); try 'help'")
+            self._error(f"expected {count.start}{'' if len(count) == 1 else f' to {count.stop - 1}'} "
+                        "argument(s); try 'help'")
             return None
         return args
 
     def _say(self, text: str) -> None:
         print(text, file=self.stdout)
 
+    def _error(self, text: str) -> None:
+        self.failed = True
+        self._say(f"error: {text}")
+
     def onecmd(self, line: str) -> bool:
         try:
             return super().onecmd(line)
-        except KvError as exc:
-            self._say(f"error: {exc}")
-            return False
+        except (KvError, ValueError, TypeError, UnicodeError) as exc:
+            self._error(str(exc))
+        except OSError as exc:
+            self._error(exc.strerror or str(exc))
+        return False
+
+    def get_names(self) -> list[str]:
+        # `help` lists these; EOF is Ctrl-D (or the end of piped input), not a command.
+        return [name for name in super().get_names() if name != "do_EOF"]
 
     def emptyline(self) -> bool:
         return False
 
     def default(self, line: str) -> None:
-        self._say(f"error: unknown command {line.split()[0]!r}; try 'help'")
+        self._error(f"unknown command {line.split()[0]!r}; try 'help'")
 
     def do_put(self, line: str) -> None:
         """put KEY VALUE: store VALUE (text) under KEY."""
         if args := self._args(line, range(2, 3)):
-            self._say(f"ok (version {self.client.put(args[0], args[1])})")
+            # Bytes of the input that are not UTF-8 (surrogate escapes) are stored as they came.
+            value = args[1].encode("utf-8", "surrogateescape")
+            self._say(f"ok (version {self.client.put(args[0], value)})")
 
     def do_get(self, line: str) -> None:
         """get KEY: print the value under KEY."""
@@ -89,7 +106,9 @@ class Shell(cmd.Cmd):
         try:
             limit = int(args[1]) if len(args) > 1 else 20
         except ValueError:
-            self._say("error: LIMIT must be a number")
+            limit = 0
+        if limit < 1:
+            self._error(f"LIMIT must be a whole number of at least 1, not {args[1]!r}")
             return
         shown = 0
         for record in self.client.scan(prefix, page_size=max(1, min(limit, 1000))):
@@ -113,7 +132,7 @@ class Shell(cmd.Cmd):
         elif len(args) == 1:
             key = args[0]
         else:
-            self._say("error: watch KEY, or watch --prefix [PREFIX]")
+            self._error("watch KEY, or watch --prefix [PREFIX]")
             return
         self._say("watching; Ctrl-C to stop")
         with self.client.watch(key, prefix=prefix) as watch:
@@ -141,9 +160,15 @@ class Shell(cmd.Cmd):
 
 
 def run_shell(client: KeyValueClient, out) -> int:
-    """Runs the shell on stdin until quit or end of input; returns the exit status."""
+    """Runs the shell on stdin until quit or end of input; returns the exit status: 0, or
+    1 when stdin is not a terminal (a script) and a command failed."""
     history = os.path.expanduser("~/.kvgrpc_history")
-    interactive = sys.stdin.isatty()
+    piped = not sys.stdin.isatty()
+    interactive = not piped
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # A byte that is not UTF-8 must not end the shell: it becomes a surrogate escape,
+        # which a value keeps as that byte and a key refuses (one error line).
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         try:
             import readline
@@ -164,5 +189,5 @@ def run_shell(client: KeyValueClient, out) -> int:
         if interactive:
             with contextlib.suppress(OSError):
                 readline.write_history_file(history)
-    return 0
+    return 1 if piped and shell.failed else 0
 
