@@ -274,7 +274,8 @@ def read_options(consistency: str | None, max_staleness_ms: int, min_write_token
 def put_request(key: str, value: Value, expected_version: int | None) -> kv_pb2.PutRequest:
     request = kv_pb2.PutRequest(key=as_key(key), value=as_bytes(value, key))
     if expected_version is not None:
-        if not 0 <= expected_version <= MAX_EXPECTED_VERSION:
+        if not -MAX_EXPECTED_VERSION - 1 <= expected_version <= MAX_EXPECTED_VERSION:
+            # (a negative one that fits is refused by the server, with the valid range)
             raise ValueError(f"expected_version must be 0 (the key must be absent) to "
                              f"{MAX_EXPECTED_VERSION}, not {expected_version}")
         request.expected_version = expected_version

@@ -464,7 +464,7 @@ def test_follow_and_watch_master_flags_refuse_nonsense(tmp_path):
 
     with pytest.raises(ValueError, match="--follow-topology needs the database endpoints"):
         build_service(ServerConfig(follow_topology=True, sqlite_path=str(tmp_path / "kv.sqlite3")))
-    with pytest.raises(ValueError, match="--watch-feed-retry must be positive"):
+    with pytest.raises(ValueError, match="--watch-feed-retry must be more than 0"):
         config_from_args(["--watch-feed-retry", "0"], environ={})
     bad = subprocess.run([sys.executable, "-m", "kvgrpc.ops.admin", "watch-master", "--after", "0",
                           "--master", "mysql://a@127.0.0.1:1/d", "--replica", "mysql://a@127.0.0.1:2/d"],
