@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
@@ -797,7 +798,12 @@ user                 = root
                 proc, offset = self._start_process(role, binaries)
                 started.append((role, proc))
                 procs[role] = (proc, offset)
-            for future in [pool.submit(self._wait_ready, role, *procs[role]) for role in self.roles]:
+            # The first on this thread: the MySQL client library (the connector's C extension)
+            # initialises itself on a process's first connection, which is not thread-safe
+            # (mysql_library_init); the nodes start meanwhile all the same.
+            first, *others = self.roles
+            self._wait_ready(first, *procs[first])
+            for future in [pool.submit(self._wait_ready, role, *procs[role]) for role in others]:
                 future.result()
             _LOGGER.info("master up on 127.0.0.1:%d, replicas on port(s) %s (%.1f s)", self.port_of("master"),
                          ", ".join(str(self.port_of(r)) for r in self.replica_roles), time.monotonic() - t0)
@@ -1064,6 +1070,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A crash in a C extension (a CI run once saw `up` die of SIGSEGV, silently) then
+    # leaves a Python stack on stderr.
+    faulthandler.enable()
     if not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("mysql-sandbox: %(message)s"))
