@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -96,17 +97,28 @@ def server_credentials(cert_file: str, key_file: str, client_ca_file: str | None
 
 def check_key_pair(cert_file: str, key_file: str, cert_name: str, key_name: str) -> None:
     """ValueError unless ``cert_file`` and ``key_file`` (PEM) are a certificate and its
-    private key; the error names them by ``cert_name``/``key_name`` (a flag or argument)."""
+    unencrypted private key; the error names them by ``cert_name``/``key_name`` (a flag or
+    an argument) with OpenSSL's reason. grpc would only fail later, and not say why."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        context.load_cert_chain(cert_file, key_file)
+        # An encrypted key gets the empty password (grpc cannot use one) instead of a prompt.
+        context.load_cert_chain(cert_file, key_file, password=lambda: b"")
     except FileNotFoundError as exc:
         raise ValueError(f"{cert_name} {cert_file} / {key_name} {key_file}: "
                          f"no such file: {exc.filename}") from None
-    except (ssl.SSLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
-        raise ValueError(f"{cert_name} {cert_file} and {key_name} {key_file} are not a PEM "
-                         f"certificate and its private key ({reason})") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"{cert_name} {cert_file} and {key_name} {key_file} do not form a pair "
+                         f"({ssl_reason(exc)}): the key must be the certificate's private key, "
+                         "both PEM, the key unencrypted") from None
+
+
+def ssl_reason(exc: Exception) -> str:
+    """OpenSSL's words for a failed load, without CPython's source position."""
+    reason = getattr(exc, "reason", None)
+    library = getattr(exc, "library", None)
+    if reason:
+        return f"{library}: {reason}" if library else str(reason)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc)) or type(exc).__name__
 
 
 def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -51,7 +50,7 @@ from grpc_health.v1._async import HealthServicer  # noqa: E402
 from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from kvgrpc import kv_pb2
-from kvgrpc.auth import Authenticator, load_tokens, server_credentials
+from kvgrpc.auth import Authenticator, check_key_pair, load_tokens, server_credentials, ssl_reason
 from kvgrpc.coalesce import Coalescer
 from kvgrpc.deadlines import MARGIN, call_deadline
 from kvgrpc.decoding import Oversized, Undecodable, deserializer, undecodable_error
@@ -1220,31 +1219,15 @@ def _check_tls(cert: str | None, key: str | None, client_ca: str | None) -> None
                 Path(path).read_bytes()
             except OSError as exc:
                 raise ValueError(_file_problem(flag, path, exc)) from None
-    import ssl  # here, not at the top: kvgrpc must load the MySQL C extension before ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        # An encrypted key gets the empty password (grpc cannot use one) instead of a prompt.
-        context.load_cert_chain(cert, key, password=lambda: b"")
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ValueError(f"--tls-cert {cert} and --tls-key {key} do not form a pair "
-                         f"({_ssl_reason(exc)}): the key must be the certificate's private key, "
-                         "both PEM, the key unencrypted") from None
+    check_key_pair(cert, key, "--tls-cert", "--tls-key")
     if client_ca:
+        import ssl  # here, not at the top: kvgrpc must load the MySQL C extension before ssl
+
         try:
-            context.load_verify_locations(cafile=client_ca)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=client_ca)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ValueError(f"--tls-client-ca {client_ca} holds no usable CA certificate "
-                             f"({_ssl_reason(exc)})") from None
-
-
-def _ssl_reason(exc: Exception) -> str:
-    """OpenSSL's words for a failed load, without CPython's source position."""
-    reason = getattr(exc, "reason", None)
-    library = getattr(exc, "library", None)
-    if reason:
-        return f"{library}: {reason}" if library else str(reason)
-    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(exc)) or type(exc).__name__
+                             f"({ssl_reason(exc)})") from None
 
 
 def _file_problem(flag: str, path: str | None, exc: OSError) -> str:

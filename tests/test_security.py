@@ -172,7 +172,7 @@ def test_a_client_certificate_without_its_key_is_refused_clearly(pki, tmp_path):
     for kwargs, match in (({"cert_file": cert}, "cert_file is set but key_file is not"),
                           ({"key_file": key, "tls": True}, "key_file is set but cert_file is not"),
                           ({"cert_file": cert, "key_file": str(pki / "server.key")},
-                           "are not a PEM certificate and its private key")):
+                           "do not form a pair")):
         with pytest.raises(ValueError, match=match):
             KeyValueClient("localhost:1", ca_file=ca, **kwargs)
         with pytest.raises(ValueError, match=match):
