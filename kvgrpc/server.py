@@ -52,7 +52,7 @@ from grpc_reflection.v1alpha import reflection  # noqa: E402
 from kvgrpc import kv_pb2
 from kvgrpc.auth import Authenticator, check_key_pair, load_tokens, server_credentials, ssl_reason
 from kvgrpc.coalesce import Coalescer
-from kvgrpc.deadlines import MARGIN, call_deadline
+from kvgrpc.deadlines import call_deadline
 from kvgrpc.decoding import Oversized, Undecodable, deserializer, undecodable_error
 from kvgrpc.errors import (
     COMMITTED_METADATA_KEY,
@@ -190,9 +190,16 @@ _ROLE = {
 }
 
 
-def _earliest(deadlines) -> float | None:
-    """The earliest of some calls' deadlines (None: none has one): a group's."""
-    return min((d for d in deadlines if d is not None), default=None)
+def _group_deadline(deadlines) -> float | None:
+    """A coalesced group's deadline: the latest of its calls' (None if one has none). A
+    call whose deadline comes sooner is ended by gRPC at its own deadline; the group runs
+    on for the others (the earliest made one short-deadline call fail all the others)."""
+    latest = 0.0
+    for d in deadlines:
+        if d is None:
+            return None
+        latest = max(latest, d)
+    return latest
 
 
 def _read_options(message: kv_pb2.ReadOptions) -> ReadOptions:
@@ -327,28 +334,40 @@ class _ReadTimeouts:
             self._sweeper.cancel()
 
 
-class _UndecodableMetadata(logging.Filter):
-    """Keeps grpc from logging what any client can send: grpc logs a metadata value that
-    is not UTF-8 at ERROR, with the value (which can be a bearer token) and a traceback,
-    twice per call (then decodes it as Latin-1, and the call goes on: a token so mangled is
-    refused as UNAUTHENTICATED). This filter drops those records; instead one line, without
-    the value, says such calls came, at most once a minute."""
+class _GrpcLogFilter(logging.Filter):
+    """Keeps grpc from logging, at ERROR and with a traceback, what any client can cause:
+
+    - a metadata value that is not UTF-8: grpc logs the value (which can be a bearer
+      token) twice per call, then decodes it as Latin-1 and the call goes on (a token so
+      mangled is refused as UNAUTHENTICATED);
+    - a reply that could not be sent because the call had already ended (its deadline
+      passed, or its client left, while the handler finished): grpc logs
+      "ExecuteBatchError raised in core" for it, unless it saw the client go first.
+
+    This filter drops those records; instead one line, without the value, says such calls
+    came, at most once a minute."""
 
     def __init__(self) -> None:
         super().__init__()
         self._log = RateLimitedLog(logging.getLogger("kvgrpc.decoding"))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Invalid encoding on"):
+        if not isinstance(record.msg, str):
+            return True
+        if record.msg.startswith("Invalid encoding on"):
             self._log.warning("metadata", "a call carried a metadata value that is not UTF-8 "
                               "(not shown; decoded as Latin-1)")
+            return False
+        if record.msg.startswith("ExecuteBatchError raised in core"):
+            self._log.log(logging.INFO, "ended", "a reply was not sent: its call had ended "
+                          "(the deadline passed or the client left) as the server answered")
             return False
         return True
 
 
 _GRPC_LOGGER = logging.getLogger("grpc._cython.cygrpc")
-if not any(isinstance(f, _UndecodableMetadata) for f in _GRPC_LOGGER.filters):
-    _GRPC_LOGGER.addFilter(_UndecodableMetadata())
+if not any(isinstance(f, _GrpcLogFilter) for f in _GRPC_LOGGER.filters):
+    _GRPC_LOGGER.addFilter(_GrpcLogFilter())
 
 
 # --------------------------------------------------------------------------------------
@@ -381,32 +400,35 @@ class _Servicer:
     async def _blocking(self, fn: Callable, *args, deadline: float | None = None):
         """Runs a blocking call on the worker pool, with the call's deadline current there.
 
-        A call that waits for a free worker past its deadline (or, without one, past
-        ``--pool-timeout``, or half its remaining time) is refused with RESOURCE_EXHAUSTED
-        before it starts, so an overloaded server answers in time instead of letting the
-        caller's deadline expire. (One timer and the executor's own cancel, which succeeds
-        only for work not yet started: ``asyncio.wait`` with a timeout cost ~50 µs of CPU
-        more per call.)
+        A call that waits for a free worker for ``--pool-timeout``, or half the time its
+        deadline leaves, is refused with RESOURCE_EXHAUSTED before it starts, so an
+        overloaded server answers in time instead of letting the caller's deadline expire.
+        (One timer and the executor's own cancel, which succeeds only for work not yet
+        started: ``asyncio.wait`` with a timeout cost ~50 µs of CPU more per call.)
         """
         def run():
             with call_deadline(deadline):
                 return fn(*args)
 
-        work = self._server.executor.submit(run)
         # Queue for at most --pool-timeout, and half the time left: the other half is for
         # the call itself (whose waits for a connection are bounded by the deadline too).
         wait = self._config.pool_timeout
         if deadline is not None:
-            wait = min(wait, (deadline - MARGIN - time.monotonic()) / 2)
-        timer = asyncio.get_running_loop().call_later(max(0.0, wait), work.cancel)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded("the call's deadline passed before it could start")
+            wait = min(wait, left / 2)
+        work = self._server.executor.submit(run)
+        timer = asyncio.get_running_loop().call_later(wait, work.cancel)
         try:
             return await asyncio.wrap_future(work)
         except asyncio.CancelledError:
             if not work.cancelled() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise
             raise ResourceExhausted(
-                f"the server is busy: all {self._config.max_workers} workers "
-                "(--max-workers) stayed taken until the call's deadline; retry later") from None
+                f"the server is busy: all {self._config.max_workers} workers (--max-workers) "
+                f"stayed taken for {wait * 1000:.0f} ms (--pool-timeout, or half the time the "
+                "call's deadline left); retry later") from None
         finally:
             timer.cancel()
 
@@ -500,11 +522,11 @@ class _Servicer:
 
     async def _write_group(self, ops: list[tuple[WriteOp, float | None]]) -> list:
         return await self._blocking(self._service.run_writes, [op for op, _ in ops],
-                                    deadline=_earliest(d for _, d in ops))
+                                    deadline=_group_deadline(d for _, d in ops))
 
     async def _read_group(self, gets: list[tuple[str, bytes, ReadOptions, float | None]]) -> list:
         return await self._blocking(self._service.get_group, [g[:3] for g in gets],
-                                    deadline=_earliest(g[3] for g in gets))
+                                    deadline=_group_deadline(g[3] for g in gets))
 
     def batch_get(self, request: kv_pb2.BatchGetRequest) -> kv_pb2.BatchGetResponse:
         records, missing, unprocessed = self._service.batch_get(
