@@ -104,6 +104,21 @@ def test_a_live_watch_sees_new_writes_and_resumes_without_gaps_or_repeats(any_se
     assert keys == ["r/1", "r/2", "r/3", *[f"r/batch{i}" for i in range(300)], "r/4"]
 
 
+def test_a_watch_from_a_puts_revision_minus_1_starts_with_that_put(any_server):
+    """The revision in a Put's reply is where Watch puts the change, also for concurrent
+    Puts that shared a transaction (on SQLite they were all given the group's last)."""
+    with grpc.insecure_channel(any_server.target) as channel:
+        stub = kv_pb2_grpc.KeyValueStub(channel)
+        futures = [(f"rr{i}", stub.Put.future(kv_pb2.PutRequest(key=f"rr{i}", value=b"v")))
+                   for i in range(16)]
+        replies = [(key, future.result(timeout=10)) for key, future in futures]
+        for key, reply in replies:
+            call = stub.Watch(kv_pb2.WatchRequest(key=key, start_revision=reply.revision - 1), timeout=10)
+            first = next(r for r in call if r.events).events[0]
+            call.cancel()
+            assert (first.record.key, first.revision, first.record.version) == (key, reply.revision, 1)
+
+
 def test_watch_from_now_starts_after_the_latest_write(any_server, client_kind):
     with any_server.client() as kv:
         kv.put("n/old", b"before the watch")

@@ -223,7 +223,9 @@ class SQLiteStore:
             return self._commit(cnx, progress)
 
     def write_group(self, ops: Sequence[WriteOp]) -> list[WriteResult]:
-        outcomes: list[tuple[bool, int]] = []
+        # Each record written is its own change here (a change-log row, by trigger): a
+        # write's revision is its row's, as Watch reports it, not the group's last.
+        outcomes: list[tuple[bool, int, int]] = []  # done, version, revision
         changed = False
         with self._writing() as cnx:
             for op in ops:
@@ -242,13 +244,13 @@ class SQLiteStore:
                     row = cnx.execute(self._sql_version, (op.key,)).fetchone()
                     version = 0 if row is None else int(row[0])
                 changed = changed or done
-                outcomes.append((done, version))
+                outcomes.append((done, version, self._head(cnx) if done else 0))
             if changed:
-                commit = self._commit(cnx)
+                self._commit(cnx)
             else:
                 cnx.execute("COMMIT")
-                commit = NO_COMMIT
-        return [WriteResult(done, version, commit if done else NO_COMMIT) for done, version in outcomes]
+        return [WriteResult(done, version, Commit("", revision) if done else NO_COMMIT)
+                for done, version, revision in outcomes]
 
     def load_progress(self, load_id: str) -> LoadProgress | None:
         with self._connection() as cnx:
