@@ -42,11 +42,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kvgrpc import deadlines
-from kvgrpc.errors import KvError, Unavailable
+from kvgrpc.errors import FailedPrecondition, KvError, Unavailable
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
 from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
+from kvgrpc.tokens import covers, latest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class ReadRouter:
         self._thread: threading.Thread | None = None
         # An endpoint that stays down fails every round: logged on change, then every N s.
         self._log = RateLimitedLog(_LOGGER, repeat_log_interval)
+        # Write tokens the master was seen to have, merged (see _check_written).
+        self._written = ""
 
     # -- monitoring --------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class ReadRouter:
             if new is not None and new is not self.master:
                 _LOGGER.warning("the master is now %s (was %s)", new.store.description,
                                 self.master.store.description)
+                self._written = ""  # the new master may lack some of the old one's writes
             if problem and problem != self._no_master:
                 _LOGGER.error("no master to write to: %s", problem)
             elif not problem and self._no_master:
@@ -299,6 +303,8 @@ class ReadRouter:
 
     def read(self, operation: Callable[[Store], T], options: ReadOptions = EVENTUAL) -> T:
         """Runs ``operation`` on the endpoint the options allow, falling back to the master."""
+        if options.min_token:
+            self._check_written(options.min_token)
         for replica in self._candidates(options):
             try:
                 if options.min_token and not replica.store.has_applied(
@@ -321,6 +327,30 @@ class ReadRouter:
             self._mark_unreachable(master, exc)
             self._lost_master(master, exc)
             raise
+
+    def _check_written(self, token: str) -> None:
+        """Refuses (FailedPrecondition) a write token whose write the master does not have:
+        no replica would ever apply it, so each read carrying it held a replica connection
+        for the whole wait, then was answered by the master as if it reflected that write.
+        One round trip to the master, unless an earlier check already covers the token;
+        if the master cannot be asked, the replicas' wait decides as before."""
+        with self._lock:
+            known = self._written
+        if known and covers(known, token):
+            return
+        try:
+            master = self._writer()
+            written = master.store.has_written(token)
+        except Unavailable:
+            return
+        if not written:
+            shown = token if len(token) <= 80 else token[:77] + "..."
+            raise FailedPrecondition(
+                f"read_options.min_write_token {shown!r} names a write that the master "
+                f"({master.store.description}) does not have: a token from another database, "
+                "or of a write lost when the master was replaced; read without it")
+        with self._lock:
+            self._written = latest(self._written, token)
 
     def _wait_budget(self, deadline: float | None) -> float:
         """How long a replica may wait for a token: short, and leaving time for the master."""

@@ -86,3 +86,13 @@ def latest(current: str, new: str) -> str:
         if domain not in merged or seq > merged[domain][1]:
             merged[domain] = (server, seq)
     return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(merged.items()))
+
+
+def covers(position: str, token: str) -> bool | None:
+    """Whether the MariaDB GTID ``position`` (a server's ``@@gtid_binlog_pos``) includes
+    the write ``token`` names: in each of the token's domains, the position has reached
+    its sequence number. None when either is not a MariaDB GTID list (not comparable here)."""
+    have, want = _parse(position), _parse(token)
+    if have is None or want is None:
+        return None
+    return all(domain in have and have[domain][1] >= seq for domain, (_, seq) in want.items())

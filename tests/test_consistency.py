@@ -132,3 +132,37 @@ def test_token_from_one_server_honoured_by_another(start_server, sandbox, table_
         with replication_paused(sandbox):
             writer.put("cross", b"v")
             assert reader.get("cross", min_write_token=writer.last_write_token) == b"v"
+
+
+def test_a_token_naming_a_write_the_master_lacks_is_refused_at_once(mysql_server, client_kind):
+    """A token from the future, or from a GTID domain this database never wrote, names a
+    write no replica will ever apply: each read carrying one held a replica connection for
+    the whole token wait (0.5 s), then was answered by the master as if it reflected that
+    write. Refused now, by name, without the wait; real tokens still work."""
+    from kvgrpc.errors import FailedPrecondition
+
+    with mysql_server.client() as kv:
+        kv.put("tok", b"1")
+        real = kv.last_write_token
+        domain, server, seq = (int(x) for x in real.split("-"))
+        for forged in (f"{domain}-{server}-{seq + 1_000_000}", f"{domain + 7}-1-5",
+                       f"{real},{domain + 3}-{server}-1"):
+            for read in (lambda t: kv.get("tok", min_write_token=t),
+                         lambda t: kv.batch_get(["tok"], min_write_token=t),
+                         lambda t: list(kv.scan(prefix="tok", min_write_token=t))):
+                began = time.monotonic()
+                with pytest.raises(FailedPrecondition, match="min_write_token .* does not have"):
+                    read(forged)
+                assert time.monotonic() - began < 0.3
+        assert kv.get("tok", min_write_token=real) == b"1"
+        assert kv.get("tok", min_write_token=f"{domain}-{server + 5}-{seq}") == b"1"  # any server id
+
+
+def test_the_embedded_database_refuses_a_token_from_another_database(sqlite_server, client_kind):
+    from kvgrpc.errors import InvalidArgument
+
+    with sqlite_server.client(read_your_writes=True) as kv:
+        kv.put("tok", b"1")
+        assert kv.last_write_token == "" and kv.get("tok") == b"1"
+        with pytest.raises(InvalidArgument, match="min_write_token is from another database"):
+            kv.get("tok", min_write_token="0-1-5")

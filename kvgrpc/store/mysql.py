@@ -20,7 +20,7 @@ from typing import Any
 
 from kvgrpc.deadlines import time_left
 from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
-from kvgrpc.tokens import token_kind
+from kvgrpc.tokens import covers, token_kind
 from kvgrpc.errors import (
     Aborted,
     FailedPrecondition,
@@ -963,13 +963,7 @@ class MySQLStore:
     def has_applied(self, token: str, timeout: float) -> bool:
         if not token:
             return True
-        kind = token_kind(token)  # a malformed token never reaches the database
-        if kind != ("mariadb" if self._mariadb else "mysql"):
-            raise InvalidArgument(
-                f"read_options.min_write_token is a {'MariaDB' if kind == 'mariadb' else 'MySQL'} "
-                f"GTID, but the database is {'MariaDB' if self._mariadb else 'MySQL'}: "
-                "pass a token a write to this database returned"
-            )
+        self._check_token_kind(token)
         sql = ("SELECT MASTER_GTID_WAIT(%s, %s)" if self._mariadb
                else "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)")
         with self._connection() as cnx:
@@ -977,6 +971,31 @@ class MySQLStore:
             cur.execute(sql, (token, max(0.0, timeout)))
             (result,) = cur.fetchone()
         return result == 0
+
+    def has_written(self, token: str) -> bool:
+        """Whether this endpoint's server has the write ``token`` names in its binary log
+        (made or applied it): on the master, whether the write exists at all. One round trip."""
+        if not token:
+            return True
+        self._check_token_kind(token)
+        with self._connection() as cnx:
+            cur = _cursor(cnx)
+            if self._mariadb:
+                cur.execute("SELECT @@global.gtid_binlog_pos")
+                (position,) = cur.fetchone()
+                return bool(covers(str(position or ""), token))
+            cur.execute("SELECT GTID_SUBSET(%s, @@global.gtid_executed)", (token,))
+            (subset,) = cur.fetchone()
+        return bool(subset)
+
+    def _check_token_kind(self, token: str) -> None:
+        kind = token_kind(token)  # a malformed token never reaches the database
+        if kind != ("mariadb" if self._mariadb else "mysql"):
+            raise InvalidArgument(
+                f"read_options.min_write_token is a {'MariaDB' if kind == 'mariadb' else 'MySQL'} "
+                f"GTID, but the database is {'MariaDB' if self._mariadb else 'MySQL'}: "
+                "pass a token a write to this database returned"
+            )
 
     def node_role(self) -> tuple[bool, bool]:
         """(writable, replicating) of this endpoint's server: ``read_only`` off, and

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from kvgrpc.deadlines import time_left
-from kvgrpc.errors import Internal, OutOfRange, ResourceExhausted, Unavailable
+from kvgrpc.errors import Internal, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from kvgrpc.records import NO_COMMIT, Commit, Event, LoadProgress, Record, WriteResult
 from kvgrpc.store.base import (
     ALL_KEYS,
@@ -403,6 +403,14 @@ class SQLiteStore:
     # A single file has no replication: every write is applied where it is read.
 
     def has_applied(self, token: str, timeout: float) -> bool:
+        return self.has_written(token)
+
+    def has_written(self, token: str) -> bool:
+        """Every write here returns the empty token; any other is from another database."""
+        if token:
+            raise InvalidArgument(
+                "read_options.min_write_token is from another database: the embedded SQLite "
+                "database's writes return an empty token (every read sees every write here)")
         return True
 
     def write_heartbeat(self) -> None:
