@@ -446,6 +446,18 @@ class _Servicer:
                                    f"of at most {self._max_request} bytes (--max-message-bytes)")
         return message
 
+    async def _end_of_call(self, requests: AsyncIterator, what: str, name: str) -> None:
+        """Waits for a unary call's request stream to end after its one message."""
+        timeout = self._config.request_timeout
+        try:
+            extra = await self._read(requests, timeout, what, 1)
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"the {what} arrived but the call did not end within "
+                                   f"{timeout:g} s (--request-timeout): {name} takes one message") from None
+        if extra is not None:
+            raise InvalidArgument(f"the call carried more than one {what}: {name} takes exactly "
+                                  "one (it is a unary method)")
+
     async def _fail(self, context, error: BaseException) -> None:
         """Ends the call with the status the error table assigns (the only abort)."""
         if not isinstance(error, KvError):
@@ -460,9 +472,14 @@ class _Servicer:
                             tuple(trailing))
 
     def unary(self, name: str, request_class, method: Callable, *,
-              on_loop: bool = False) -> grpc.RpcMethodHandler:
+              on_loop: bool = False, one_message: bool = True) -> grpc.RpcMethodHandler:
         """A unary method: ``method(request)`` runs blocking on the worker pool, or with
-        ``on_loop``, ``await method(request, deadline)`` on the event loop."""
+        ``on_loop``, ``await method(request, deadline)`` on the event loop.
+
+        ``one_message``: the request stream must end after its one message (a call that
+        carries more is refused before anything runs: a hand-made client streaming Puts to
+        the unary Put got OK, and only its first was written). Get skips that check, which
+        costs a receive per call: a read changes nothing, and it answers the first."""
         what = request_class.DESCRIPTOR.name
 
         async def handle(requests, context):
@@ -472,6 +489,8 @@ class _Servicer:
                     request = await self._read(requests, self._config.request_timeout, what)
                     if request is None:
                         raise InvalidArgument(f"the call carried no {what}")
+                    if one_message:
+                        await self._end_of_call(requests, what, name)
                     remaining = context.time_remaining()
                     deadline = None if remaining is None else time.monotonic() + remaining
                     if on_loop:
@@ -672,7 +691,7 @@ class _Servicer:
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
             "Put": self.unary("Put", kv_pb2.PutRequest, self.put, on_loop=True),
-            "Get": self.unary("Get", kv_pb2.GetRequest, self.get, on_loop=True),
+            "Get": self.unary("Get", kv_pb2.GetRequest, self.get, on_loop=True, one_message=False),
             "Delete": self.unary("Delete", kv_pb2.DeleteRequest, self.delete, on_loop=True),
             "BatchGet": self.unary("BatchGet", kv_pb2.BatchGetRequest, self.batch_get),
             "Scan": self.unary("Scan", kv_pb2.ScanRequest, self.scan),

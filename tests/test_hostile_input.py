@@ -118,3 +118,66 @@ def test_load_fields_after_the_first_stream_message_are_refused(any_server, late
         assert kv.get("first", consistency="strong") == b"1"
         with pytest.raises(NotFound):
             kv.get("second", consistency="strong")
+
+
+def test_a_unary_write_carrying_two_messages_is_refused_and_writes_nothing(any_server):
+    """A hand-made client can stream two PutRequests to the unary Put: it got OK, and only
+    the first was written. Now INVALID_ARGUMENT, before anything runs; Get answers its
+    first message (a read changes nothing)."""
+    def two(method: str, request_class, response_class, first, second):
+        call = channel.stream_unary(f"/kvgrpc.v1.KeyValue/{method}", request_serializer=request_class.SerializeToString,
+                                    response_deserializer=response_class.FromString)
+        return call(iter([first, second]), timeout=10)
+
+    with grpc.insecure_channel(any_server.target) as channel:
+        stub = kv_pb2_grpc.KeyValueStub(channel)
+        stub.Put(kv_pb2.PutRequest(key="kept", value=b"1"), timeout=10)
+        cases = [
+            ("Put", kv_pb2.PutRequest, kv_pb2.PutResponse,
+             kv_pb2.PutRequest(key="two-1", value=b"a"), kv_pb2.PutRequest(key="two-2", value=b"b")),
+            ("Delete", kv_pb2.DeleteRequest, kv_pb2.DeleteResponse,
+             kv_pb2.DeleteRequest(key="kept"), kv_pb2.DeleteRequest(key="two-1")),
+            ("BatchGet", kv_pb2.BatchGetRequest, kv_pb2.BatchGetResponse,
+             kv_pb2.BatchGetRequest(keys=["kept"]), kv_pb2.BatchGetRequest(keys=["two-1"])),
+        ]
+        for method, request_class, response_class, first, second in cases:
+            with pytest.raises(grpc.RpcError) as raised:
+                two(method, request_class, response_class, first, second)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert f"more than one {request_class.DESCRIPTOR.name}" in raised.value.details()
+        for key in ("two-1", "two-2"):
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Get(kv_pb2.GetRequest(key=key), timeout=10)
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert stub.Get(kv_pb2.GetRequest(key="kept"), timeout=10).record.value == b"1"
+        reply = two("Get", kv_pb2.GetRequest, kv_pb2.GetResponse,
+                    kv_pb2.GetRequest(key="kept"), kv_pb2.GetRequest(key="two-1"))
+        assert reply.record.value == b"1"
+
+
+def test_a_unary_write_whose_call_does_not_end_is_not_run(start_server, tmp_path):
+    """The Put arrives, but the client never ends its request stream: nothing is written,
+    and the call ends with DEADLINE_EXCEEDED naming --request-timeout."""
+    import threading
+
+    server = start_server(sqlite_path=str(tmp_path / "kv.sqlite3"), request_timeout=1.0)
+    release = threading.Event()
+
+    def requests():
+        yield kv_pb2.PutRequest(key="open", value=b"1")
+        release.wait(10)
+
+    with grpc.insecure_channel(server.target) as channel:
+        put = channel.stream_unary("/kvgrpc.v1.KeyValue/Put",
+                                   request_serializer=kv_pb2.PutRequest.SerializeToString,
+                                   response_deserializer=kv_pb2.PutResponse.FromString)
+        try:
+            with pytest.raises(grpc.RpcError) as raised:
+                put(requests(), timeout=10)
+        finally:
+            release.set()
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "did not end within 1 s (--request-timeout)" in raised.value.details()
+        with pytest.raises(grpc.RpcError) as missing:
+            kv_pb2_grpc.KeyValueStub(channel).Get(kv_pb2.GetRequest(key="open"), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
