@@ -303,10 +303,14 @@ class KeyValueService:
             return StreamWriter(self)
         _check_load_id(load_id)
         with self._loads_lock:
-            if load_id in self._open_loads:
-                raise Aborted(f"load {load_id!r} is already being written by another stream "
-                              "on this server; wait for it to end, then resume the load")
-            self._open_loads.add(load_id)
+            busy = load_id in self._open_loads
+            if not busy:
+                self._open_loads.add(load_id)
+        if busy:  # the count so far, as every error of a named load carries it
+            stored = self._write(lambda store: store.load_progress(load_id))
+            raise Aborted(f"load {load_id!r} is already being written by another stream "
+                          "on this server; wait for it to end, then resume the load",
+                          committed=0 if stored is None else stored.committed)
         try:
             stored = self._write(lambda store: store.load_progress(load_id))
             done = 0 if stored is None else stored.committed

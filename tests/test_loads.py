@@ -19,12 +19,22 @@ import threading
 import time
 from collections import Counter
 
+import grpc
 import pytest
 
 from tests.conftest import server_process
 
+from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.client import KeyValueClient
-from kvgrpc.errors import Aborted, FailedPrecondition, InvalidArgument, KvError, NotFound, Unavailable
+from kvgrpc.errors import (
+    COMMITTED_METADATA_KEY,
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    KvError,
+    NotFound,
+    Unavailable,
+)
 from kvgrpc.server import build_server
 from kvgrpc.store import MySQLStore, SQLiteStore
 from kvgrpc.store.base import LoadMark
@@ -124,8 +134,23 @@ def test_a_second_stream_of_an_open_load_is_aborted(any_server):
         first = threading.Thread(target=lambda: outcome.append(kv.stream_put(held_open(), load_id="busy")))
         first.start()
         wait_until(lambda: "busy" in service.open_loads(), what="the first stream to open")
-        with pytest.raises(Aborted, match="already being written by another stream"):
+        def committed() -> int:
+            try:
+                return other.get_load("busy").committed
+            except NotFound:
+                return 0
+
+        with pytest.raises(Aborted, match="already being written by another stream") as caught:
             other.stream_put(source(600), load_id="busy")
+        assert caught.value.committed == committed()
+        # On the wire too: the refusal carries the load's count, as every error of a named load.
+        with grpc.insecure_channel(any_server.target) as channel:
+            with pytest.raises(grpc.RpcError) as raw:
+                kv_pb2_grpc.KeyValueStub(channel).StreamPut(
+                    iter([kv_pb2.StreamPutRequest(load_id="busy")]), timeout=10)
+            trailers = dict(raw.value.trailing_metadata() or ())
+            assert raw.value.code() == grpc.StatusCode.ABORTED
+            assert trailers.get(COMMITTED_METADATA_KEY) == str(committed())
         release.set()
         first.join(30)
         assert outcome == [600]
