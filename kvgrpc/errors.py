@@ -61,6 +61,8 @@ class KvError(Exception):
     ``load_id`` names the load of a failed ``stream_put`` that was named (by its caller, or
     by the client to retry it): ``get_load(load_id)`` reads its progress when ``committed``
     is unknown, and ``stream_put(the same records, load_id=load_id)`` finishes it.
+    ``in_doubt`` (server side): the connection to the master was lost during a COMMIT,
+    which may have taken effect; what it wrote is neither known committed nor known not.
     """
 
     def __init__(self, message: str, *, committed: int | None = None,
@@ -70,6 +72,7 @@ class KvError(Exception):
         self.committed = committed
         self.current_version = current_version
         self.load_id: str | None = None
+        self.in_doubt = False
 
     def __str__(self) -> str:
         return self.message

@@ -47,7 +47,7 @@ from kvgrpc.logs import DEFAULT_INTERVAL, RateLimitedLog
 from kvgrpc.records import EndpointStatus
 from kvgrpc.store import Store
 from kvgrpc.store.base import ALL_KEYS, ChangeBatch, KeyFilter
-from kvgrpc.tokens import covers, latest
+from kvgrpc.tokens import covers, merged_state, token_kind
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class ReadRouter:
         self._thread: threading.Thread | None = None
         # An endpoint that stays down fails every round: logged on change, then every N s.
         self._log = RateLimitedLog(_LOGGER, repeat_log_interval)
-        # Write tokens the master was seen to have, merged (see _check_written).
+        # MariaDB write tokens the master was seen to have, merged per domain and server id
+        # (see _check_written; "" when none, or on MySQL, whose tokens are not merged).
         self._written = ""
 
     # -- monitoring --------------------------------------------------------------------
@@ -350,7 +351,7 @@ class ReadRouter:
                 f"({master.store.description}) does not have: a token from another database, "
                 "or of a write lost when the master was replaced; read without it")
         with self._lock:
-            self._written = latest(self._written, token)
+            self._written = merged_state(self._written, token) if token_kind(token) == "mariadb" else ""
 
     def _wait_budget(self, deadline: float | None) -> float:
         """How long a replica may wait for a token: short, and leaving time for the master."""

@@ -608,6 +608,7 @@ class StreamWriter:
         self.received = 0  # records of the stream received (the index of the next one)
         self.committed = 0  # records of the stream in committed batches (skipped ones too)
         self.commit_info = last  # the last committed batch's (of the load, if named)
+        self.in_doubt = 0  # records of a batch whose COMMIT's outcome is unknown
 
     def add(self, records: Sequence[tuple[str, bytes]]) -> list[tuple[bytes, bytes]] | None:
         """Checks and queues records; returns a full batch to commit, or None.
@@ -655,7 +656,13 @@ class StreamWriter:
         if self.load_id is not None:
             mark = LoadMark(self.load_id, self.load_committed,
                             self.load_committed + len(batch), self.commit_info)
-        commit = self._service._write(lambda store: store.put_many(batch, mark))
+        try:
+            commit = self._service._write(lambda store: store.put_many(batch, mark))
+        except KvError as exc:
+            if exc.in_doubt:
+                self.in_doubt = len(batch)
+                exc.message = self._in_doubt_message(exc.message)
+            raise
         self.committed += len(batch)
         self.load_committed += len(batch)
         self.commit_info = commit
@@ -677,9 +684,23 @@ class StreamWriter:
         if self.load_id is not None:
             self._service._release_load(self.load_id)
 
-    def reported(self) -> int:
-        """The committed count an error reports: the load's for a named load, else the stream's."""
+    def reported(self) -> int | None:
+        """The committed count an error reports: the load's for a named load, else the
+        stream's; None when the last batch's commit is in doubt (then nobody knows it here)."""
+        if self.in_doubt:
+            return None
         return self.load_committed if self.load_id is not None else self.committed
+
+    def _in_doubt_message(self, message: str) -> str:
+        """``message`` of an in-doubt batch commit, with what is known."""
+        first, last = self.committed, self.committed + self.in_doubt - 1
+        known = (f"records {first}..{last} of this stream were being committed when the "
+                 f"connection to the master was lost: they may be stored or not; the {first} "
+                 "before them are")
+        if self.load_id is None:
+            return f"{message}; {known} (read records {first}..{last} to see)"
+        return (f"{message}; {known}; GetLoad({self.load_id!r}) gives the load's exact count "
+                "once the master is back (a batch and the count commit together)")
 
     def drained(self) -> Unavailable:
         """The error that ends a stream cut short by the server shutting down."""

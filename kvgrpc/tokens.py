@@ -88,11 +88,33 @@ def latest(current: str, new: str) -> str:
     return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(merged.items()))
 
 
-def covers(position: str, token: str) -> bool | None:
-    """Whether the MariaDB GTID ``position`` (a server's ``@@gtid_binlog_pos``) includes
-    the write ``token`` names: in each of the token's domains, the position has reached
-    its sequence number. None when either is not a MariaDB GTID list (not comparable here)."""
-    have, want = _parse(position), _parse(token)
-    if have is None or want is None:
+def _by_origin(gtids: str) -> dict[tuple[int, int], int] | None:
+    """A MariaDB GTID list as {(domain, server): highest sequence}; None if it is not one."""
+    parts = [p.strip() for p in gtids.split(",") if p.strip()]
+    if not all(_MARIADB_GTID.match(p) for p in parts):
         return None
-    return all(domain in have and have[domain][1] >= seq for domain, (_, seq) in want.items())
+    result: dict[tuple[int, int], int] = {}
+    for part in parts:
+        domain, server, seq = (int(x) for x in part.split("-"))
+        result[(domain, server)] = max(seq, result.get((domain, server), 0))
+    return result
+
+
+def covers(state: str, token: str) -> bool | None:
+    """Whether a MariaDB binlog ``state`` (``@@gtid_binlog_state``: the last GTID of each
+    domain and server id) holds the write ``token`` names. The server id counts: after a
+    failover that lost a write ``0-1-55``, the new master writes ``0-3-55`` and on, whose
+    sequence numbers pass it, but its state's ``0-1-`` entry stays below 55. None when
+    either is not a MariaDB GTID list (not comparable here)."""
+    have, want = _by_origin(state), _by_origin(token)
+    if have is None or want is None or not want:
+        return None
+    return all(have.get(origin, -1) >= seq for origin, seq in want.items())
+
+
+def merged_state(state: str, token: str) -> str:
+    """``state`` with ``token``'s GTIDs added (per domain and server id, the higher)."""
+    have, want = _by_origin(state) or {}, _by_origin(token) or {}
+    for origin, seq in want.items():
+        have[origin] = max(seq, have.get(origin, 0))
+    return ",".join(f"{d}-{s}-{n}" for (d, s), n in sorted(have.items()))

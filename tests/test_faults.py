@@ -520,3 +520,46 @@ def test_a_cli_load_survives_the_fault_and_its_resume_command_completes_it_exact
     print(f"\n{fault} at ~{point} rows: resumed; watcher saw {len(watcher.counts)} keys, "
           f"{len(repeated)} more than once")
     assert not repeated and set(watcher.counts) == {*records, "before-the-load"}
+
+
+def test_a_batch_whose_commit_was_cut_off_is_reported_in_doubt(own_sandbox, start_server, table_name):
+    """The master dies while a StreamPut batch's COMMIT waits for a replica's semi-sync
+    acknowledgement. The batch is in the binlog, and crash recovery commits it: the
+    server used to report the count before it as exact (committed=0), and a client
+    resending from there wrote the batch twice. Now the count is unknown (no
+    kvgrpc-committed), the message says which records are in doubt, and GetLoad gives
+    the exact count once the master is back."""
+    box = own_sandbox()
+    server = start_server(master=box.master, replicas=(box.replica,), table=table_name)
+    with server.client() as kv:
+        kv.put("warm", b"1")
+    box.wait_for_replica()
+    box.query("SET GLOBAL rpl_semi_sync_master_timeout = 60000", root=True)  # the COMMIT waits
+    box.query("STOP SLAVE IO_THREAD", role="replica", root=True)
+    failure: list[KvError] = []
+
+    def load() -> None:
+        with server.client(timeout=60) as kv:
+            try:
+                kv.stream_put(((f"d{i}", b"v") for i in range(10)), load_id="doubt")
+            except KvError as exc:
+                failure.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    wait_until(lambda: box.query(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE '%semi-sync%'",
+        root=True)[0][0] > 0, what="the batch's COMMIT to wait for the acknowledgement")
+    box.run("kill", "master")
+    loader.join(60)
+    assert len(failure) == 1 and isinstance(failure[0], Unavailable), failure
+    error = failure[0]
+    assert error.committed is None, error.committed
+    assert "records 0..9 of this stream were being committed" in str(error)
+    assert "may be stored or not" in str(error) and "GetLoad('doubt')" in str(error)
+    box.run("start", "master")
+    with server.client(timeout=10) as kv:
+        wait_until(lambda: _put_ok(kv, "after"), timeout=60, what="writes after the restart")
+        assert kv.get_load("doubt").committed == 10  # the batch was committed after all
+        assert kv.batch_get([f"d{i}" for i in range(10)], consistency="strong") == {
+            f"d{i}": b"v" for i in range(10)}

@@ -181,3 +181,15 @@ def test_a_unary_write_whose_call_does_not_end_is_not_run(start_server, tmp_path
         with pytest.raises(grpc.RpcError) as missing:
             kv_pb2_grpc.KeyValueStub(channel).Get(kv_pb2.GetRequest(key="open"), timeout=10)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_binlog_state_covers_a_token_per_domain_and_server_id():
+    from kvgrpc.tokens import covers, merged_state
+
+    state = "0-1-54,0-3-85,1-1-7"  # 0-1-55 was lost in a failover; 0-3-* came after
+    assert covers(state, "0-1-54") and covers(state, "0-1-3") and covers(state, "0-3-85,1-1-7")
+    assert not covers(state, "0-1-55")  # its sequence number is passed, by another server
+    assert not covers(state, "0-2-1") and not covers(state, "2-1-1") and not covers(state, "0-3-86")
+    assert not covers("", "0-1-1")
+    assert covers(state, "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5") is None  # MySQL: not here
+    assert merged_state("0-1-5", "0-1-3,0-2-9") == "0-1-5,0-2-9"

@@ -624,12 +624,26 @@ class MySQLStore:
                 for chunk in self._chunks(records):
                     cur.executemany(self._sql_put_many, chunk)
                 self._record_load(cur, progress)
-                cnx.commit()
+                self._commit(cnx)
             except BaseException:
                 with contextlib.suppress(Exception):
                     cnx.rollback()
                 raise
             return self._written(cur)
+
+    def _commit(self, cnx) -> None:
+        """COMMIT. A failure here leaves the outcome unknown: the server may have committed
+        before the connection died (with semi-sync, while it waited for a replica's
+        acknowledgement, and the replica may be the next master). The error says so
+        (``in_doubt``), so nobody reports what the transaction wrote as not committed."""
+        import mysql.connector
+
+        try:
+            cnx.commit()
+        except (mysql.connector.Error, TlsNotActive, *_C_ERRORS) as exc:  # type: ignore[misc]
+            error = self._translate(exc)
+            error.in_doubt = isinstance(error, Unavailable)  # (a conflict there rolled back)
+            raise error from exc
 
     def _lock_load(self, cur, progress: LoadMark | None) -> None:
         """In a batch's transaction: locks the load's progress row and checks that it is
@@ -718,7 +732,7 @@ class MySQLStore:
                     loaded = cur.rowcount == len(records) and not cur.warning_count
                     if loaded:
                         self._record_load(cur, progress)
-                        cnx.commit()
+                        self._commit(cnx)
                     else:
                         cnx.rollback()
                 except BaseException:
@@ -981,9 +995,9 @@ class MySQLStore:
         with self._connection() as cnx:
             cur = _cursor(cnx)
             if self._mariadb:
-                cur.execute("SELECT @@global.gtid_binlog_pos")
-                (position,) = cur.fetchone()
-                return bool(covers(str(position or ""), token))
+                cur.execute("SELECT @@global.gtid_binlog_state")
+                (state,) = cur.fetchone()
+                return bool(covers(str(state or ""), token))
             cur.execute("SELECT GTID_SUBSET(%s, @@global.gtid_executed)", (token,))
             (subset,) = cur.fetchone()
         return bool(subset)
