@@ -224,13 +224,14 @@ class ReadRouter:
             self.replicas = [n for n in self._nodes if n is not self.master]
             self._master_ok, self._no_master = new is not None, problem
 
-    def _writer(self) -> _Endpoint:
-        """The master to write to (following the topology: only a confirmed one)."""
+    def _writer(self, purpose: str = "write to") -> _Endpoint:
+        """The master to write to, or to ``purpose`` (following the topology: only a
+        confirmed one)."""
         with self._lock:
             if self._master_ok:
                 return self.master
             problem = self._no_master
-        raise Unavailable(f"no master to write to: {problem}; retry shortly")
+        raise Unavailable(f"no master to {purpose}: {problem}; retry shortly")
 
     def master_store(self) -> Store:
         """The store of the master now; Unavailable when following the topology and no
@@ -315,7 +316,7 @@ class ReadRouter:
                 return operation(replica.store)
             except Unavailable as exc:
                 self._mark_unreachable(replica, exc)
-        master = self._writer()
+        master = self._writer("read from")
         try:
             result = operation(master.store)
             if self.follow and options.consistency is Consistency.STRONG and not master.store.writable():  # type: ignore[attr-defined]
