@@ -240,6 +240,16 @@ def any_server(request) -> RunningServer:
     return request.getfixturevalue(f"{request.param}_server")
 
 
+#: `python -m kvgrpc.client` with Ctrl-C as in a terminal: a job started in the background
+#: (as CI may run the suite) inherits SIGINT ignored, so the child puts Python's handler back
+#: itself. (Not with preexec_fn: forking a process with gRPC threads and running Python in
+#: the child has aborted that child, "skipping fork() handlers".) Use: [sys.executable, "-c",
+#: CLI_AS_IN_A_TERMINAL, CLI ARGS...].
+CLI_AS_IN_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'kvgrpc.client'; runpy.run_module('kvgrpc.client', run_name='__main__')")
+
+
 def run_cli(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Runs `python -m kvgrpc.client ARGS` as a separate process, as a user would."""
     return subprocess.run(

@@ -25,7 +25,7 @@ import pytest
 
 from kvgrpc.records import Limits
 from kvgrpc.cli.commands import main as cli_main
-from tests.conftest import run_cli
+from tests.conftest import CLI_AS_IN_A_TERMINAL, run_cli
 
 # Every difficult case the issue lists, written by hand (not by the csv module) so the
 # test does not share the parser's assumptions.
@@ -429,14 +429,8 @@ def test_entry_points(sqlite_server):
 
 def test_ctrl_c_ends_the_load_with_the_resume_command_which_completes_it(sqlite_server, tmp_path):
     path = _write(tmp_path, "big.csv", "key,value\n" + "".join(f"k{i:06d},v{i}\n" for i in range(200_000)))
-    # Ctrl-C as in a terminal: a job started in the background (as CI may run the suite)
-    # inherits SIGINT ignored, so the child puts Python's handler back itself. (Not with
-    # preexec_fn: forking a process with gRPC threads and running Python in the child has
-    # aborted that child, "skipping fork() handlers".)
-    as_in_a_terminal = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                        "sys.argv[0] = 'kvgrpc.client'; runpy.run_module('kvgrpc.client', run_name='__main__')")
-    load = subprocess.Popen(
-        [sys.executable, "-c", as_in_a_terminal, "--target", sqlite_server.target, "stream", path],
+    load = subprocess.Popen(  # Ctrl-C as in a terminal (see CLI_AS_IN_A_TERMINAL)
+        [sys.executable, "-c", CLI_AS_IN_A_TERMINAL, "--target", sqlite_server.target, "stream", path],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     table = sqlite3.connect(sqlite_server.config.sqlite_path)

@@ -18,7 +18,7 @@ import pytest
 from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.client import KeyValueClient, WatchEvent
 from kvgrpc.errors import InvalidArgument, OutOfRange, Unavailable
-from tests.conftest import open_client, run_cli
+from tests.conftest import CLI_AS_IN_A_TERMINAL, open_client, run_cli
 from tests.test_consistency import wait_until
 
 EVERY_BYTE = bytes(range(256))
@@ -320,7 +320,9 @@ def test_cli_watch_prints_one_line_per_event(any_server):
 
 def test_shell_watch_prints_changes_until_ctrl_c(any_server):
     shell = subprocess.Popen(
-        [sys.executable, "-m", "kvgrpc.client", "--target", any_server.target, "shell"],
+        # Ctrl-C as in a terminal (see CLI_AS_IN_A_TERMINAL): a CI job in the background
+        # has SIGINT ignored, and the shell then never saw it.
+        [sys.executable, "-c", CLI_AS_IN_A_TERMINAL, "--target", any_server.target, "shell"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
