@@ -307,10 +307,14 @@ class KeyValueService:
             if not busy:
                 self._open_loads.add(load_id)
         if busy:  # the count so far, as every error of a named load carries it
-            stored = self._write(lambda store: store.load_progress(load_id))
+            try:
+                stored = self._write(lambda store: store.load_progress(load_id))
+                committed: int | None = 0 if stored is None else stored.committed
+            except KvError:  # unknown now: the refusal stands, without a count
+                committed = None
             raise Aborted(f"load {load_id!r} is already being written by another stream "
                           "on this server; wait for it to end, then resume the load",
-                          committed=0 if stored is None else stored.committed)
+                          committed=committed)
         try:
             stored = self._write(lambda store: store.load_progress(load_id))
             done = 0 if stored is None else stored.committed
