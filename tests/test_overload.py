@@ -8,12 +8,17 @@ within the calls' deadlines, and give every connection back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import random
 import threading
 import time
 
+import grpc
 import pytest
 
+from kvgrpc import kv_pb2, kv_pb2_grpc
 from kvgrpc.errors import KvError, ResourceExhausted, Unavailable
 from tests.test_consistency import replication_paused
 
@@ -147,10 +152,6 @@ def _quietly(fn, *args, **kwargs) -> None:
 def test_a_short_deadline_gets_its_answer_or_deadline_exceeded_never_busy(any_server):
     """An idle server answers a Get with a 10-60 ms deadline, or lets the deadline pass;
     it does not call itself busy (it refused every call with less than 50 ms left)."""
-    import grpc
-
-    from kvgrpc import kv_pb2, kv_pb2_grpc
-
     with any_server.client() as kv:
         kv.put("short", b"1")
     with grpc.insecure_channel(any_server.target) as channel:
@@ -170,12 +171,6 @@ def test_a_short_deadline_gets_its_answer_or_deadline_exceeded_never_busy(any_se
 def test_a_short_deadline_call_does_not_fail_the_calls_it_is_grouped_with(any_server):
     """Concurrent Gets share a SELECT (kvgrpc.coalesce); one caller's short deadline is
     its own, and the others' Gets in its group still succeed."""
-    import asyncio
-
-    import grpc
-
-    from kvgrpc import kv_pb2, kv_pb2_grpc
-
     with any_server.client() as kv:
         kv.stream_put((f"g{i}", b"v") for i in range(8))
 
@@ -198,13 +193,6 @@ def test_a_short_deadline_call_does_not_fail_the_calls_it_is_grouped_with(any_se
 def test_replies_to_calls_past_their_deadline_log_no_traceback(sqlite_server, caplog):
     """A reply that races its call's deadline cannot be sent; grpc logged that at ERROR
     with a traceback (about 1 call in 200 here). One INFO line at most, no traceback."""
-    import logging
-    import random
-
-    import grpc
-
-    from kvgrpc import kv_pb2, kv_pb2_grpc
-
     caplog.set_level(logging.INFO)
 
     def caller(seed: int) -> None:
